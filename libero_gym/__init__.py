@@ -1,0 +1,65 @@
+"""LIBERO-Object manipulation tasks as Gymnasium environments.
+
+Example:
+    >>> import gymnasium as gym, libero_gym  # doctest: +SKIP
+    >>> env = gym.make("LiberoObject-Task4-v0", obs_mode="state")  # doctest: +SKIP
+    >>> envs = gym.make_vec("LiberoObject-Task4-v0", num_envs=8)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import os
+
+# Headless rendering by default; a user's own MUJOCO_GL setting wins.
+os.environ.setdefault("MUJOCO_GL", "egl")
+if os.environ["MUJOCO_GL"] in ("egl", "osmesa"):
+    os.environ.setdefault("PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"])
+
+from gymnasium.envs.registration import register, registry  # noqa: E402
+
+from libero_gym.env import OBS_MODES, STATE_DIM, STATE_LAYOUT, WARMUP_ACTION, LiberoObjectEnv  # noqa: E402
+from libero_gym.tasks import NUM_INIT_STATES, TASKS, ObjectTask, get_task  # noqa: E402
+from libero_gym.vector import LiberoAsyncVectorEnv, WorkerError, make_vec  # noqa: E402
+
+__all__ = [
+    "LiberoObjectEnv",
+    "LiberoAsyncVectorEnv",
+    "WorkerError",
+    "make_vec",
+    "TASKS",
+    "ObjectTask",
+    "get_task",
+    "ENV_IDS",
+    "OBS_MODES",
+    "STATE_DIM",
+    "STATE_LAYOUT",
+    "WARMUP_ACTION",
+    "NUM_INIT_STATES",
+    "MAX_EPISODE_STEPS",
+]
+
+__version__ = "0.1.0"
+
+MAX_EPISODE_STEPS = 280
+"""Default step limit of the registered ids (the LIBERO-Object evaluation protocol)."""
+
+ENV_IDS = ["LiberoObject-v0"] + [f"LiberoObject-Task{i}-v0" for i in TASKS]
+"""All registered ids."""
+
+
+def _register() -> None:
+    common = dict(
+        entry_point="libero_gym.env:LiberoObjectEnv",
+        vector_entry_point="libero_gym.vector:make_vec",
+        max_episode_steps=MAX_EPISODE_STEPS,
+        disable_env_checker=False,
+    )
+    if "LiberoObject-v0" not in registry:
+        register(id="LiberoObject-v0", **common)
+    for i in TASKS:
+        env_id = f"LiberoObject-Task{i}-v0"
+        if env_id not in registry:
+            register(id=env_id, kwargs={"task": i}, **common)
+
+
+_register()

@@ -1,0 +1,439 @@
+"""LIBERO-Object tasks as a Gymnasium environment."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from libero_gym.tasks import NUM_INIT_STATES, ObjectTask, get_task
+
+__all__ = ["LiberoObjectEnv", "OBS_MODES", "STATE_LAYOUT", "STATE_DIM", "WARMUP_ACTION"]
+
+logger = logging.getLogger(__name__)
+
+OBS_MODES = ("state", "rgb", "rgb_state")
+"""Accepted values of ``obs_mode``."""
+
+STATE_LAYOUT: dict[str, slice] = {
+    "eef_pos": slice(0, 3),
+    "eef_quat": slice(3, 7),
+    "gripper_qpos": slice(7, 9),
+    "target_pos": slice(9, 12),
+    "target_quat": slice(12, 16),
+    "basket_pos": slice(16, 19),
+    "basket_quat": slice(19, 23),
+    "target_minus_eef": slice(23, 26),
+    "basket_minus_target": slice(26, 29),
+}
+"""Layout of the ``"state"`` observation vector (positions in metres, quaternions ``w, x, y, z``)."""
+
+STATE_DIM = 29
+"""Length of the ``"state"`` observation vector."""
+
+WARMUP_ACTION = np.array([0, 0, 0, 0, 0, 0, -1], dtype=np.float64)
+"""Action repeated during the warm-up steps after a reset (stand still, gripper open)."""
+
+CAMERAS = {"agentview": "agentview", "wrist": "robot0_eye_in_hand"}
+"""Observation key -> MuJoCo camera name."""
+
+OUT_OF_RANGE_MODES = ("clip", "raise")
+
+
+def _parse_size(image_size: int | tuple[int, int]) -> tuple[int, int]:
+    if isinstance(image_size, (int, np.integer)) and not isinstance(image_size, bool):
+        h = w = int(image_size)
+    elif isinstance(image_size, (tuple, list)) and len(image_size) == 2:
+        h, w = (int(v) for v in image_size)
+    else:
+        raise ValueError(f"image_size={image_size!r} is not accepted: give an int or a (height, width) pair.")
+    if not (16 <= h <= 2048 and 16 <= w <= 2048):
+        raise ValueError(f"image_size={image_size!r} is out of range: each side must be in [16, 2048] pixels.")
+    return h, w
+
+
+class LiberoObjectEnv(gym.Env):
+    """A LIBERO-Object pick-and-place task ("pick up the X and place it in the basket").
+
+    **Task description.** A Franka Panda arm on a floor scene with a basket and six grocery objects must put
+    the target object named in the instruction into the basket. Actions are 7-dim: a delta end-effector
+    pose (x, y, z, roll, pitch, yaw) for robosuite's OSC_POSE controller, each in [-1, 1] (1 = 5 cm or
+    0.5 rad per step), and the gripper command (-1 open, +1 close). Control runs at 20 Hz.
+
+    **Randomizations.** Without options, ``reset`` draws a fresh placement of all objects from LIBERO's own
+    placement samplers, seeded from the env's RNG (``reset(seed=...)``): this is the training
+    distribution. ``reset(options={"init_state": k})`` restores LIBERO's fixed benchmark state ``k``
+    (0-49), the evaluation set; ``reset(options={"placement_seed": s})`` draws the placement from seed
+    ``s``, so sub-envs of a vector env reset with the same options share one placement. Each reset is
+    followed by ``warmup_steps`` steps of :data:`WARMUP_ACTION` while the objects settle.
+
+    **Success conditions.** LIBERO's own predicate: the target object is in contact with the basket and
+    inside its containment region. The episode terminates on success; time limits are Gymnasium's
+    ``TimeLimit`` (280 steps for registered ids). The reward is LIBERO's sparse reward (1.0 on success);
+    shaped rewards are wrappers in the ``rewards`` package, built on the facts in ``info``
+    (``docs/info_contract.md``).
+
+    Args:
+        task: Paper task number 1-10 or the instruction text.
+        obs_mode: ``"state"`` (no rendering), ``"rgb"`` (agentview and wrist images) or ``"rgb_state"``.
+        image_size: Camera image size, an int or ``(height, width)``.
+        render_mode: ``"rgb_array"`` or ``None``. ``render()`` returns the agentview frame.
+        render_size: Size of the frames returned by ``render()``.
+        warmup_steps: Number of warm-up steps after each reset (peers use 10).
+        msaa: Keep MuJoCo's multi-sample anti-aliasing. Off by default: it costs ~40% of render time on a
+            software rasteriser and changes the images little (see ``benchmarks/results``).
+        action_out_of_range: ``"clip"`` (default) clips actions to [-1, 1]; ``"raise"`` rejects them.
+        max_episode_steps: Optional step limit enforced by the env itself: it truncates the episode there
+            and refuses further steps until ``reset``. ``gym.make`` applies the registered limit (280) with
+            Gymnasium's ``TimeLimit`` wrapper instead, which truncates but does not refuse further steps;
+            ``gym.make_vec`` sets both.
+    """
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 20}
+
+    def __init__(
+        self,
+        task: int | str = 1,
+        obs_mode: str = "state",
+        image_size: int | tuple[int, int] = 128,
+        render_mode: str | None = None,
+        render_size: int | tuple[int, int] = 256,
+        warmup_steps: int = 10,
+        msaa: bool = False,
+        action_out_of_range: str = "clip",
+        max_episode_steps: int | None = None,
+    ) -> None:
+        self.task: ObjectTask = get_task(task)
+        if obs_mode not in OBS_MODES:
+            raise ValueError(f"obs_mode={obs_mode!r} is not accepted: choose one of {OBS_MODES}.")
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(
+                f"render_mode={render_mode!r} is not accepted: choose one of "
+                f"{self.metadata['render_modes']} or None."
+            )
+        if not isinstance(warmup_steps, (int, np.integer)) or warmup_steps < 0:
+            raise ValueError(f"warmup_steps={warmup_steps!r} is not accepted: give an int >= 0.")
+        if action_out_of_range not in OUT_OF_RANGE_MODES:
+            raise ValueError(
+                f"action_out_of_range={action_out_of_range!r} is not accepted: choose one of "
+                f"{OUT_OF_RANGE_MODES}."
+            )
+        self.obs_mode = obs_mode
+        self.image_size = _parse_size(image_size)
+        self.render_mode = render_mode
+        self.render_size = _parse_size(render_size)
+        self.warmup_steps = int(warmup_steps)
+        self.msaa = bool(msaa)
+        self.action_out_of_range = action_out_of_range
+        self.max_episode_steps = max_episode_steps
+
+        obs_spaces: dict[str, spaces.Space] = {}
+        if obs_mode in ("rgb", "rgb_state"):
+            h, w = self.image_size
+            for key in CAMERAS:
+                obs_spaces[key] = spaces.Box(0, 255, (h, w, 3), dtype=np.uint8)
+        if obs_mode in ("state", "rgb_state"):
+            obs_spaces["state"] = spaces.Box(-np.inf, np.inf, (STATE_DIM,), dtype=np.float32)
+        self.observation_space = spaces.Dict(obs_spaces)
+        self.action_space = spaces.Box(-1.0, 1.0, (7,), dtype=np.float32)
+
+        # The simulator is created lazily on the first reset, so that spaces can be read (and vector envs
+        # built) without starting MuJoCo or a GL context in the calling process.
+        self._libero = None
+        self._sim_env = None
+        self._renderers: dict[tuple[int, int], tuple[Any, Any]] = {}
+        self._init_states: np.ndarray | None = None
+        self._elapsed_steps = 0
+        self._needs_reset = True
+        self._target_start_z = 0.0
+        self.next_init_state: int | None = None
+        """Benchmark state used by the next reset when no ``init_state`` option is given, then cleared.
+
+        Set it per sub-env of a vector env with ``envs.set_attr("next_init_state", [k0, k1, ...])``.
+        """
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def instruction(self) -> str:
+        """The task's language instruction."""
+        return self.task.instruction
+
+    @property
+    def task_id(self) -> int:
+        """Paper task number 1-10."""
+        return self.task.task_id
+
+    @property
+    def init_states(self) -> np.ndarray:
+        """The task's 50 benchmark initial states, shape (50, state_size)."""
+        if self._init_states is None:
+            with contextlib.redirect_stdout(io.StringIO()):
+                from libero.libero import benchmark
+
+                suite = benchmark.get_benchmark_dict()["libero_object"]()
+                self._init_states = np.asarray(suite.get_task_init_states(self.task.libero_index))
+        return self._init_states
+
+    # ------------------------------------------------------------------ simulator
+    def _make_sim(self) -> None:
+        with contextlib.redirect_stdout(io.StringIO()):
+            from libero.libero import benchmark, get_libero_path
+            from libero.libero.envs.env_wrapper import ControlEnv
+
+            suite = benchmark.get_benchmark_dict()["libero_object"]()
+            t = suite.get_task(self.task.libero_index)
+            bddl = os.path.join(get_libero_path("bddl_files"), t.problem_folder, t.bddl_file)
+            self._libero = ControlEnv(
+                bddl_file_name=bddl,
+                has_renderer=False,
+                has_offscreen_renderer=False,
+                use_camera_obs=False,
+                ignore_done=True,
+                hard_reset=False,
+                control_freq=20,
+            )
+        env = self._libero.env
+        self._sim_env = env
+        # We read the state straight from the simulator: switch robosuite's observables off, which
+        # removes most of its per-step Python overhead.
+        for name in list(env._observables):
+            env.modify_observable(observable_name=name, attribute="enabled", modifier=False)
+            env.modify_observable(observable_name=name, attribute="active", modifier=False)
+        self._target_name, self._basket_name = env.obj_of_interest[0], env.obj_of_interest[1]
+        if self._target_name != self.task.target_body:
+            raise RuntimeError(
+                f"LIBERO task {self.task.libero_index} has target {self._target_name!r}, "
+                f"expected {self.task.target_body!r}."
+            )
+        goal = env.parsed_problem["goal_state"][0]
+        self._contain_region = goal[2]
+        self._robot = env.robots[0]
+
+    def _ids(self) -> None:
+        env = self._sim_env
+        self._target_bid = env.obj_body_id[self._target_name]
+        self._basket_bid = env.obj_body_id[self._basket_name]
+        self._eef_sid = self._robot.eef_site_id
+        self._finger_q = list(self._robot._ref_gripper_joint_pos_indexes)
+
+    @property
+    def _model(self):
+        return self._sim_env.sim.model._model
+
+    @property
+    def _data(self):
+        return self._sim_env.sim.data._data
+
+    # ------------------------------------------------------------------ gym API
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        """Start a new episode.
+
+        Args:
+            seed: Seeds the env's RNG (Gymnasium convention); placements are then drawn from it.
+            options: ``{"init_state": k}`` restores benchmark state ``k`` (0-49, evaluation);
+                ``{"placement_seed": s}`` draws the placement from seed ``s`` (same ``s``, same scene).
+
+        Returns:
+            ``(observation, info)``; see ``docs/info_contract.md`` for ``info``.
+        """
+        super().reset(seed=seed)
+        options = dict(options or {})
+        unknown = set(options) - {"init_state", "placement_seed"}
+        if unknown:
+            raise ValueError(
+                f"Unknown reset option(s) {sorted(unknown)}: accepted options are 'init_state' (0-"
+                f"{NUM_INIT_STATES - 1}) and 'placement_seed' (int)."
+            )
+        init_state = options.get("init_state", self.next_init_state)
+        self.next_init_state = None
+        if init_state is not None and "placement_seed" in options:
+            raise ValueError("Give either 'init_state' or 'placement_seed' in reset options, not both.")
+        if init_state is not None:
+            if isinstance(init_state, bool) or not isinstance(init_state, (int, np.integer)) or not (
+                0 <= int(init_state) < NUM_INIT_STATES
+            ):
+                raise ValueError(
+                    f"init_state={init_state!r} is not accepted: benchmark states are ints 0-"
+                    f"{NUM_INIT_STATES - 1}."
+                )
+        placement_seed = options.get("placement_seed")
+        if placement_seed is None:
+            placement_seed = int(self.np_random.integers(0, 2**31 - 1))
+        elif isinstance(placement_seed, bool) or not isinstance(placement_seed, (int, np.integer)):
+            raise ValueError(f"placement_seed={placement_seed!r} is not accepted: give an int.")
+
+        if self._sim_env is None:
+            self._make_sim()
+        # LIBERO's placement samplers draw from NumPy's global RNG: seed it for this reset only and
+        # give the caller's global RNG state back afterwards.
+        saved = np.random.get_state()
+        try:
+            np.random.seed(int(placement_seed) % (2**32))
+            with contextlib.redirect_stdout(io.StringIO()):
+                self._libero.reset()
+        finally:
+            np.random.set_state(saved)
+        self._ids()
+        # robosuite keeps the gripper's last command across resets; clear it so that an episode depends
+        # only on its seed and actions.
+        self._robot.gripper.current_action = np.zeros(self._robot.gripper.dof)
+        if init_state is not None:
+            self._libero.set_init_state(self.init_states[int(init_state)])
+        for _ in range(self.warmup_steps):
+            self._sim_env.step(WARMUP_ACTION)
+        self._target_start_z = float(self._data.xpos[self._target_bid][2])
+        self._elapsed_steps = 0
+        self._needs_reset = False
+        self._episode_init_state = None if init_state is None else int(init_state)
+        success = bool(self._sim_env._check_success())
+        info = self._facts(success)
+        info["init_state"] = -1 if init_state is None else int(init_state)
+        return self._observation(), info
+
+    def step(self, action):
+        """Apply one 7-dim action; see the class docstring for its meaning and bounds."""
+        if self._needs_reset:
+            raise RuntimeError(
+                "step() was called before reset() or after the episode ended (terminated on success"
+                + ("" if self._step_limit() is None else f" or reached max_episode_steps={self._step_limit()}")
+                + "): call reset() first."
+            )
+        action = self._check_action(action)
+        _, _, _, _ = self._sim_env.step(action.astype(np.float64))
+        self._elapsed_steps += 1
+        success = bool(self._sim_env._check_success())
+        terminated = success
+        limit = self._step_limit()
+        truncated = limit is not None and self._elapsed_steps >= limit and not terminated
+        if terminated or truncated:
+            self._needs_reset = True
+        info = self._facts(success)
+        return self._observation(), float(success), terminated, truncated, info
+
+    def _step_limit(self) -> int | None:
+        return self.max_episode_steps
+
+    def _check_action(self, action) -> np.ndarray:
+        arr = np.asarray(action)
+        if arr.dtype == object or not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
+            raise ValueError(
+                f"action has dtype {arr.dtype}: expected a real-valued array of shape (7,) (float32 preferred)."
+            )
+        if arr.shape != (7,):
+            raise ValueError(
+                f"action has shape {arr.shape}: expected (7,) = delta position (3), delta rotation (3), "
+                "gripper (1)."
+            )
+        arr = arr.astype(np.float64)
+        if not np.all(np.isfinite(arr)):
+            bad = [i for i in range(7) if not np.isfinite(arr[i])]
+            raise ValueError(f"action {arr.tolist()} has non-finite entries at index {bad}: all 7 must be finite.")
+        if np.any(np.abs(arr) > 1.0):
+            if self.action_out_of_range == "raise":
+                raise ValueError(
+                    f"action {arr.tolist()} is outside [-1, 1]: pass values in range, or create the env with "
+                    "action_out_of_range='clip'."
+                )
+            arr = np.clip(arr, -1.0, 1.0)
+        return arr
+
+    # ------------------------------------------------------------------ observations and facts
+    def _state_vector(self) -> np.ndarray:
+        import mujoco
+
+        d = self._data
+        eef = d.site_xpos[self._eef_sid]
+        eef_quat = np.empty(4)
+        mujoco.mju_mat2Quat(eef_quat, d.site_xmat[self._eef_sid])
+        fingers = d.qpos[self._finger_q]
+        tpos, tquat = d.xpos[self._target_bid], d.xquat[self._target_bid]
+        bpos, bquat = d.xpos[self._basket_bid], d.xquat[self._basket_bid]
+        return np.concatenate([eef, eef_quat, fingers, tpos, tquat, bpos, bquat, tpos - eef, bpos - tpos]).astype(
+            np.float32
+        )
+
+    def _observation(self) -> dict[str, np.ndarray]:
+        obs: dict[str, np.ndarray] = {}
+        if self.obs_mode in ("rgb", "rgb_state"):
+            for key, cam in CAMERAS.items():
+                obs[key] = self._render_camera(cam, self.image_size)
+        if self.obs_mode in ("state", "rgb_state"):
+            obs["state"] = self._state_vector()
+        return obs
+
+    def _facts(self, success: bool) -> dict[str, Any]:
+        env = self._sim_env
+        d = self._data
+        eef = d.site_xpos[self._eef_sid].copy()
+        target = d.xpos[self._target_bid].copy()
+        basket = d.xpos[self._basket_bid].copy()
+        fingers = d.qpos[self._finger_q]
+        states = env.object_states_dict
+        in_basket = bool(states[self._contain_region].check_contain(states[self._target_name]))
+        grasped = bool(env._check_grasp(gripper=self._robot.gripper, object_geoms=env.objects_dict[self._target_name]))
+        return {
+            "is_success": success,
+            "task_id": self.task.task_id,
+            "instruction": self.task.instruction,
+            "eef_pos": eef,
+            "target_pos": target,
+            "basket_pos": basket,
+            "gripper_opening": float(fingers[0] - fingers[1]),
+            "target_grasped": grasped,
+            "target_lift": float(target[2] - self._target_start_z),
+            "target_in_basket": in_basket,
+            "eef_to_target": float(np.linalg.norm(target - eef)),
+            "target_to_basket": float(np.linalg.norm(basket - target)),
+            "target_to_basket_xy": float(np.linalg.norm((basket - target)[:2])),
+            "elapsed_steps": self._elapsed_steps,
+        }
+
+    # ------------------------------------------------------------------ rendering
+    def _renderer(self, size: tuple[int, int]):
+        import mujoco
+
+        entry = self._renderers.get(size)
+        if entry is not None and entry[1] is not self._model:
+            entry[0].close()
+            entry = None
+        if entry is None:
+            model = self._model
+            if not self.msaa:
+                model.vis.quality.offsamples = 0
+            model.vis.global_.offheight = max(model.vis.global_.offheight, size[0])
+            model.vis.global_.offwidth = max(model.vis.global_.offwidth, size[1])
+            entry = (mujoco.Renderer(model, height=size[0], width=size[1]), model)
+            self._renderers[size] = entry
+        return entry[0]
+
+    def _render_camera(self, camera: str, size: tuple[int, int]) -> np.ndarray:
+        r = self._renderer(size)
+        r.update_scene(self._data, camera=camera)
+        return r.render().copy()
+
+    def render(self) -> np.ndarray | None:
+        """Return the agentview camera frame (``render_size``, upright), or None without a render mode."""
+        if self.render_mode is None:
+            gym.logger.warn("render() was called without render_mode; create the env with render_mode='rgb_array'.")
+            return None
+        if self._sim_env is None:
+            raise RuntimeError("render() needs a running simulator: call reset() first.")
+        return self._render_camera(CAMERAS["agentview"], self.render_size)
+
+    def close(self) -> None:
+        for r, _ in self._renderers.values():
+            with contextlib.suppress(Exception):
+                r.close()
+        self._renderers.clear()
+        if self._libero is not None:
+            with contextlib.suppress(Exception):
+                self._libero.close()
+        self._libero = None
+        self._sim_env = None
+        super().close()

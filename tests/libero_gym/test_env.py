@@ -1,0 +1,163 @@
+"""The LIBERO-Object env on the real simulation (state mode unless images matter)."""
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+
+from libero_gym import ENV_IDS, STATE_DIM, STATE_LAYOUT, LiberoObjectEnv
+
+INFO_KEYS = {
+    "is_success": (bool, np.bool_),
+    "task_id": (int,),
+    "instruction": (str,),
+    "eef_pos": (np.ndarray,),
+    "target_pos": (np.ndarray,),
+    "basket_pos": (np.ndarray,),
+    "gripper_opening": (float,),
+    "target_grasped": (bool, np.bool_),
+    "target_lift": (float,),
+    "target_in_basket": (bool, np.bool_),
+    "eef_to_target": (float,),
+    "target_to_basket": (float,),
+    "target_to_basket_xy": (float,),
+    "elapsed_steps": (int,),
+}
+
+
+@pytest.fixture(scope="module")
+def env():
+    e = gym.make("LiberoObject-Task4-v0", obs_mode="state")
+    yield e
+    e.close()
+
+
+def test_registered_ids():
+    assert ENV_IDS == ["LiberoObject-v0"] + [f"LiberoObject-Task{i}-v0" for i in range(1, 11)]
+    for env_id in ENV_IDS:
+        spec = gym.spec(env_id)
+        assert spec.max_episode_steps == 280
+    assert gym.spec("LiberoObject-Task4-v0").kwargs == {"task": 4}
+
+
+def test_generic_id_takes_task_number_or_instruction():
+    e1 = gym.make("LiberoObject-v0", task=4)
+    e2 = gym.make("LiberoObject-v0", task="pick up the bbq sauce and place it in the basket")
+    assert e1.unwrapped.instruction == e2.unwrapped.instruction == "pick up the bbq sauce and place it in the basket"
+    e1.close()
+    e2.close()
+
+
+def test_spaces_are_declared_without_starting_the_simulator():
+    for mode, keys in [("state", {"state"}), ("rgb", {"agentview", "wrist"}), ("rgb_state", {"agentview", "wrist", "state"})]:
+        e = LiberoObjectEnv(task=2, obs_mode=mode, image_size=(64, 96))
+        assert set(e.observation_space.spaces) == keys
+        if "agentview" in keys:
+            assert e.observation_space["agentview"].shape == (64, 96, 3)
+        if "state" in keys:
+            assert e.observation_space["state"].shape == (STATE_DIM,)
+        assert e.action_space.shape == (7,)
+        assert e._sim_env is None
+        e.close()
+    assert max(s.stop for s in STATE_LAYOUT.values()) == STATE_DIM
+
+
+@pytest.mark.parametrize("env_id", ENV_IDS)
+def test_check_env_every_registered_id(env_id):
+    e = gym.make(env_id, obs_mode="state")
+    check_env(e.unwrapped, skip_render_check=True)
+    e.close()
+
+
+def test_info_contract_on_reset_and_step(env):
+    obs, info = env.reset(seed=3)
+    assert env.observation_space.contains(obs)
+    for _ in range(3):
+        obs, reward, terminated, truncated, info = env.step(env.action_space.sample())
+    for key, types in INFO_KEYS.items():
+        assert key in info, key
+        assert isinstance(info[key], types), (key, type(info[key]))
+    for key in ("eef_pos", "target_pos", "basket_pos"):
+        assert info[key].shape == (3,)
+    assert info["instruction"] == env.unwrapped.instruction
+    assert info["task_id"] == 4
+    assert info["elapsed_steps"] == 3
+    np.testing.assert_allclose(info["eef_to_target"], np.linalg.norm(info["target_pos"] - info["eef_pos"]))
+    np.testing.assert_allclose(
+        info["target_to_basket_xy"], np.linalg.norm((info["basket_pos"] - info["target_pos"])[:2])
+    )
+    state = obs["state"]
+    np.testing.assert_allclose(state[STATE_LAYOUT["eef_pos"]], info["eef_pos"], atol=1e-6)
+    np.testing.assert_allclose(state[STATE_LAYOUT["target_pos"]], info["target_pos"], atol=1e-6)
+    assert reward == 0.0 and not terminated and not truncated
+    # At rest on the floor, the target is neither lifted, grasped nor in the basket.
+    assert abs(info["target_lift"]) < 0.01 and not info["target_grasped"] and not info["target_in_basket"]
+    assert 0.0 <= info["gripper_opening"] <= 0.09
+
+
+def test_same_seed_same_actions_same_observations(env):
+    rng = np.random.default_rng(0)
+    actions = rng.uniform(-1, 1, (15, 7)).astype(np.float32)
+
+    def rollout():
+        obs, _ = env.reset(seed=123)
+        out = [obs["state"]]
+        for a in actions:
+            obs, *_ = env.step(a)
+            out.append(obs["state"])
+        return np.stack(out)
+
+    a, b = rollout(), rollout()
+    np.testing.assert_array_equal(a, b)
+    c, _ = env.reset(seed=124)
+    assert not np.allclose(c["state"], a[0]), "a different seed should give a different placement"
+
+
+def test_placement_seed_option_fixes_the_scene(env):
+    o1, _ = env.reset(seed=1, options={"placement_seed": 77})
+    o2, _ = env.reset(seed=2, options={"placement_seed": 77})
+    np.testing.assert_array_equal(o1["state"], o2["state"])
+
+
+def test_global_numpy_rng_is_left_alone(env):
+    np.random.seed(5)
+    expected = np.random.rand()
+    np.random.seed(5)
+    env.reset(seed=0)
+    assert np.random.rand() == expected
+
+
+def test_init_state_option_restores_the_benchmark_state(env):
+    inner = env.unwrapped
+    _, info = env.reset(options={"init_state": 7})
+    # Benchmark state 7's target position, read from the stored flattened MuJoCo state before warm-up.
+    inner._libero.set_init_state(inner.init_states[7])
+    target_at_state = inner._data.xpos[inner._target_bid].copy()
+    assert info["init_state"] == 7
+    np.testing.assert_allclose(info["target_pos"][:2], target_at_state[:2], atol=5e-3)
+
+
+def test_training_resets_never_reuse_a_benchmark_state(env):
+    inner = env.unwrapped
+    states = inner.init_states
+    assert states.shape[0] == 50
+    for seed in range(5):
+        env.reset(seed=seed)
+        # Compare object positions of the fresh placement with every benchmark state (after warm-up the
+        # objects settle a little, so compare with a tolerance well above settling noise).
+        pos = inner._data.qpos.copy()
+        nq = pos.shape[0]
+        dists = np.abs(states[:, 1 : 1 + nq] - pos).max(axis=1)
+        assert dists.min() > 1e-3
+
+
+def test_warmup_steps_are_configurable():
+    e = gym.make("LiberoObject-Task1-v0", warmup_steps=0)
+    _, info0 = e.reset(seed=0)
+    e.close()
+    e = gym.make("LiberoObject-Task1-v0", warmup_steps=10)
+    _, info10 = e.reset(seed=0)
+    e.close()
+    assert info0["elapsed_steps"] == info10["elapsed_steps"] == 0
+    # The warm-up opens the gripper fully.
+    assert info10["gripper_opening"] > info0["gripper_opening"] + 1e-3
