@@ -20,6 +20,33 @@ __all__ = ["ExpertConfig", "ScriptedExpert", "run_expert_episode"]
 POS_SCALE = 0.05
 """Metres of end-effector motion commanded by a position action of 1.0 (robosuite OSC_POSE default)."""
 
+ROT_SCALE = 0.5
+"""Radians of end-effector rotation commanded by a rotation action of 1.0 (robosuite OSC_POSE default)."""
+
+
+def _quat_to_mat(q: np.ndarray) -> np.ndarray:
+    w, x, y, z = q
+    return np.array(
+        [
+            [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+            [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+            [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
+        ]
+    )
+
+
+def _yaw_error(eef_quat: np.ndarray, target_quat: np.ndarray, offset: float = 0.0) -> float:
+    """Yaw (rad, about world z) that turns the gripper's closing axis onto the target's short side.
+
+    The fingers close along the end effector's local y axis; the target's local y axis is its short
+    horizontal side for the boxes of LIBERO-Object. The gripper is symmetric, so the error is wrapped
+    into [-pi/2, pi/2].
+    """
+    closing = _quat_to_mat(eef_quat)[:, 0]
+    short = _quat_to_mat(target_quat)[:, 1]
+    err = np.arctan2(short[1], short[0]) + offset - np.arctan2(closing[1], closing[0])
+    return float((err + np.pi / 2) % np.pi - np.pi / 2)
+
 
 @dataclass(frozen=True)
 class ExpertConfig:
@@ -32,9 +59,22 @@ class ExpertConfig:
         gain: Proportional gain: action = gain * position error / POS_SCALE, clipped to [-1, 1].
         xy_tolerance: Horizontal alignment needed before descending onto the object or the basket.
         z_tolerance: Vertical error accepted when a waypoint is reached.
-        close_steps: Steps the gripper is commanded closed before lifting.
+        close_steps: Minimum steps the gripper is commanded closed before lifting; it then waits until the
+            fingers stop moving (at most three times as long).
         open_steps: Steps the gripper is held open over the basket at the end.
         max_phase_steps: A phase that lasts longer than this is abandoned and the next one starts.
+        stall_steps: While descending, this many steps with less than ``stall_distance`` of motion
+            count as contact with the floor or the object: the gripper closes there.
+        stall_distance: See ``stall_steps``.
+        lifted_height: The grasp counts as failed (and the expert tries again from above) if the target
+            is not this much higher than at the start after the lift.
+        max_attempts: Grasp attempts before the expert gives up.
+        yaw_gain: Proportional gain of the yaw alignment (for targets with ``align_yaw``).
+        slow_speed: Largest position action while descending onto the object and while lifting it off
+            the floor (the first ``lifted_height``), so that it is neither pushed away nor shaken loose.
+        retry_yaw: For ``align_yaw`` targets, extra gripper yaw (rad) on a retry, alternating in sign.
+        retry_shift: For ``align_yaw`` targets, shift (m) of the grasp point along the long side on a
+            retry, on the side of the extra yaw.
     """
 
     approach_height: float = 0.08
@@ -43,9 +83,17 @@ class ExpertConfig:
     gain: float = 1.5
     xy_tolerance: float = 0.01
     z_tolerance: float = 0.01
-    close_steps: int = 12
+    close_steps: int = 6
     open_steps: int = 15
     max_phase_steps: int = 60
+    stall_steps: int = 4
+    stall_distance: float = 0.002
+    lifted_height: float = 0.03
+    max_attempts: int = 3
+    yaw_gain: float = 1.5
+    slow_speed: float = 0.4
+    retry_yaw: float = 0.25
+    retry_shift: float = 0.012
 
 
 _PHASES = ("approach", "descend", "close", "lift", "carry", "lower", "release", "done")
@@ -84,16 +132,28 @@ class ScriptedExpert:
         """Forget the current episode; call after each env reset."""
         self.phase = "approach"
         self._phase_steps = 0
+        self._attempts = 1
+        self._z_history: list[float] = []
+        self._yaw = 0.0
 
-    def _next(self) -> None:
-        self.phase = _PHASES[_PHASES.index(self.phase) + 1]
+    def _next(self, phase: str | None = None) -> None:
+        self.phase = phase or _PHASES[_PHASES.index(self.phase) + 1]
         self._phase_steps = 0
+        self._z_history = []
 
-    def _move(self, eef: np.ndarray, goal: np.ndarray, gripper: float) -> np.ndarray:
-        delta = np.clip(self.config.gain * (goal - eef) / POS_SCALE, -1.0, 1.0)
+    def _move(
+        self, eef: np.ndarray, goal: np.ndarray, gripper: float, yaw: float = 0.0, speed: float = 1.0
+    ) -> np.ndarray:
+        delta = np.clip(self.config.gain * (goal - eef) / POS_SCALE, -speed, speed)
         if self.noise > 0:
             delta = np.clip(delta + self._rng.normal(0.0, self.noise, 3), -1.0, 1.0)
-        return np.concatenate([delta, np.zeros(3), [gripper]]).astype(np.float32)
+        rot = np.array([0.0, 0.0, np.clip(self.config.yaw_gain * yaw / ROT_SCALE, -1.0, 1.0)])
+        return np.concatenate([delta, rot, [gripper]]).astype(np.float32)
+
+    def _stalled(self, z: float) -> bool:
+        self._z_history.append(z)
+        n = self.config.stall_steps
+        return len(self._z_history) > n and abs(self._z_history[-n - 1] - z) < self.config.stall_distance
 
     def act(self, info: dict[str, Any]) -> np.ndarray:
         """Action for the current step, from the env's latest ``info``.
@@ -109,33 +169,51 @@ class ScriptedExpert:
         target = np.asarray(info["target_pos"], dtype=np.float64)
         basket = np.asarray(info["basket_pos"], dtype=np.float64)
         grasp = target + np.array([0.0, 0.0, self.task.grasp_height])
+        yaw = 0.0
+        if self.task.align_yaw and self.phase in ("approach", "descend"):
+            # Retries turn the gripper a little and slide along the box's long side, away from whatever
+            # blocked the fingers on the previous attempt (neighbouring objects stand close).
+            turn = c.retry_yaw * ((self._attempts - 1) * (-1) ** self._attempts)
+            yaw = _yaw_error(np.asarray(info["eef_quat"]), np.asarray(info["target_quat"]), self.task.grasp_yaw) + turn
+            long_axis = _quat_to_mat(np.asarray(info["target_quat"]))[:, 0]
+            grasp = grasp + c.retry_shift * np.sign(turn) * long_axis * np.array([1.0, 1.0, 0.0])
         self._phase_steps += 1
         if self._phase_steps > c.max_phase_steps and self.phase not in ("release", "done"):
             self._next()
 
+        open_cmd = -1.0
         if self.phase == "approach":
             goal = grasp + np.array([0.0, 0.0, c.approach_height])
-            if np.linalg.norm((goal - eef)[:2]) < c.xy_tolerance and abs(goal[2] - eef[2]) < 2 * c.z_tolerance:
+            aligned = abs(yaw) < 0.05
+            if np.linalg.norm((goal - eef)[:2]) < c.xy_tolerance and abs(goal[2] - eef[2]) < 2 * c.z_tolerance and aligned:
                 self._next()
             else:
-                return self._move(eef, goal, -1.0)
+                return self._move(eef, goal, open_cmd, yaw)
         if self.phase == "descend":
-            if abs(grasp[2] - eef[2]) < c.z_tolerance:
+            if abs(grasp[2] - eef[2]) < c.z_tolerance or self._stalled(float(eef[2])):
                 self._next()
             else:
-                return self._move(eef, grasp, -1.0)
+                return self._move(eef, grasp, open_cmd, yaw, speed=c.slow_speed)
         if self.phase == "close":
-            if self._phase_steps > c.close_steps:
+            self._z_history.append(float(info["gripper_opening"]))
+            settled = len(self._z_history) > 3 and abs(self._z_history[-4] - self._z_history[-1]) < 5e-4
+            if (self._phase_steps > c.close_steps and settled) or self._phase_steps > 3 * c.close_steps:
                 self._next()
+                self._lift_start = float(target[2])
             else:
-                return self._move(eef, grasp, 1.0)
+                return self._move(eef, eef, 1.0)
         # From here on, the target's offset from the end effector is held while carrying.
         if self.phase == "lift":
             goal = np.array([eef[0], eef[1], c.carry_height])
+            slow = target[2] - self._lift_start < c.lifted_height
             if abs(goal[2] - eef[2]) < 2 * c.z_tolerance:
+                if target[2] - self._lift_start < c.lifted_height and self._attempts < c.max_attempts:
+                    self._attempts += 1
+                    self._next("approach")
+                    return self._move(eef, eef, -1.0)
                 self._next()
             else:
-                return self._move(eef, goal, 1.0)
+                return self._move(eef, goal, 1.0, speed=c.slow_speed if slow else 1.0)
         offset = eef - target
         if self.phase == "carry":
             goal_obj = np.array([basket[0], basket[1], target[2]])

@@ -21,6 +21,10 @@ class ObjectTask:
         instruction: The language instruction given to the policy.
         grasp_height: Height above the object's body origin (metres) at which the scripted expert closes
             the gripper. Tall bottles need a higher grasp than low cans and boxes.
+        align_yaw: The object is a box longer than the open gripper: the expert turns the gripper to close
+            across its short side.
+        grasp_yaw: For ``align_yaw`` objects, extra gripper yaw (rad) from the object's short side, to keep
+            the fingers off a neighbour that stands close in every benchmark layout.
     """
 
     task_id: int
@@ -28,6 +32,8 @@ class ObjectTask:
     object_name: str
     instruction: str
     grasp_height: float
+    align_yaw: bool = False
+    grasp_yaw: float = 0.0
 
     @property
     def target_body(self) -> str:
@@ -35,13 +41,22 @@ class ObjectTask:
         return f"{self.object_name}_1"
 
 
-def _task(task_id: int, object_name: str, label: str, grasp_height: float) -> ObjectTask:
+def _task(
+    task_id: int,
+    object_name: str,
+    label: str,
+    grasp_height: float,
+    align_yaw: bool = False,
+    grasp_yaw: float = 0.0,
+) -> ObjectTask:
     return ObjectTask(
         task_id=task_id,
         libero_index=task_id - 1,
         object_name=object_name,
         instruction=f"pick up the {label} and place it in the basket",
         grasp_height=grasp_height,
+        align_yaw=align_yaw,
+        grasp_yaw=grasp_yaw,
     )
 
 
@@ -49,14 +64,14 @@ TASKS: dict[int, ObjectTask] = {
     t.task_id: t
     for t in (
         _task(1, "alphabet_soup", "alphabet soup", 0.01),
-        _task(2, "cream_cheese", "cream cheese", 0.0),
+        _task(2, "cream_cheese", "cream cheese", 0.0, align_yaw=True, grasp_yaw=-0.3),
         _task(3, "salad_dressing", "salad dressing", 0.05),
         _task(4, "bbq_sauce", "bbq sauce", 0.03),
         _task(5, "ketchup", "ketchup", 0.05),
         _task(6, "tomato_sauce", "tomato sauce", 0.01),
-        _task(7, "butter", "butter", 0.0),
+        _task(7, "butter", "butter", 0.0, align_yaw=True),
         _task(8, "milk", "milk", 0.04),
-        _task(9, "chocolate_pudding", "chocolate pudding", 0.0),
+        _task(9, "chocolate_pudding", "chocolate pudding", 0.0, align_yaw=True),
         _task(10, "orange_juice", "orange juice", 0.04),
     )
 }

@@ -1,0 +1,183 @@
+"""Env steps per second of libero_gym against raw LIBERO (OffScreenRenderEnv) under the same settings.
+
+Measures, in one run on this machine:
+  * one env on one core (process pinned to core 0): raw LIBERO and libero_gym, state-only and with the
+    two standard cameras (agentview + wrist) at --size px;
+  * libero_gym as an async vector env with 2 workers on both cores against one env (same mode);
+  * the mean absolute pixel difference between libero_gym's images (MSAA off) and images rendered with
+    MuJoCo's default anti-aliasing, for the same simulator state.
+
+Usage:
+    python -m benchmarks.env_throughput [--task 1] [--size 128] [--steps 200] [--rgb-steps 40]
+
+Writes benchmarks/results/env_throughput.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import os
+import time
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+import gymnasium as gym  # noqa: E402
+import numpy as np  # noqa: E402
+
+import libero_gym  # noqa: E402
+from benchmarks._common import RESULTS, write_json  # noqa: E402
+
+ACTIONS_SEED = 0
+
+
+def _actions(n: int) -> np.ndarray:
+    rng = np.random.default_rng(ACTIONS_SEED)
+    return rng.uniform(-0.3, 0.3, (n, 7)).astype(np.float32)
+
+
+def _raw_env(task: int, size: int, render: bool):
+    with contextlib.redirect_stdout(io.StringIO()):
+        from libero.libero import benchmark, get_libero_path
+        from libero.libero.envs import OffScreenRenderEnv
+
+        suite = benchmark.get_benchmark_dict()["libero_object"]()
+        t = suite.get_task(task - 1)
+        bddl = os.path.join(get_libero_path("bddl_files"), t.problem_folder, t.bddl_file)
+        kw = dict(bddl_file_name=bddl, camera_heights=size, camera_widths=size)
+        if not render:
+            kw.update(has_offscreen_renderer=False, use_camera_obs=False)
+        env = OffScreenRenderEnv(**kw)
+        env.seed(0)
+        env.reset()
+        env.set_init_state(suite.get_task_init_states(task - 1)[0])
+    return env
+
+
+def raw_steps_per_s(task: int, size: int, render: bool, n: int) -> float:
+    env = _raw_env(task, size, render)
+    acts = _actions(n + 5)
+    for a in acts[:5]:
+        env.step(a)
+    t0 = time.perf_counter()
+    for a in acts[5:]:
+        env.step(a)
+    rate = n / (time.perf_counter() - t0)
+    env.close()
+    return rate
+
+
+def ours_steps_per_s(task: int, size: int, obs_mode: str, n: int) -> float:
+    env = libero_gym.LiberoObjectEnv(task=task, obs_mode=obs_mode, image_size=size)
+    env.reset(options={"init_state": 0})
+    acts = _actions(n + 5)
+    for a in acts[:5]:
+        env.step(a)
+    t0 = time.perf_counter()
+    for a in acts[5:]:
+        env.step(a)
+    rate = n / (time.perf_counter() - t0)
+    env.close()
+    return rate
+
+
+def vector_steps_per_s(task: int, size: int, obs_mode: str, num_envs: int, n: int) -> float:
+    """Total env steps/s of an async vector env (each env stepping n times)."""
+    envs = gym.make_vec(f"LiberoObject-Task{task}-v0", num_envs=num_envs, obs_mode=obs_mode, image_size=size,
+                        max_episode_steps=10**6)
+    envs.reset(seed=0, options={"init_state": 0})
+    acts = _actions(n + 5)
+    for a in acts[:5]:
+        envs.step(np.repeat(a[None], num_envs, 0))
+    t0 = time.perf_counter()
+    for a in acts[5:]:
+        envs.step(np.repeat(a[None], num_envs, 0))
+    rate = n * num_envs / (time.perf_counter() - t0)
+    envs.close()
+    return rate
+
+
+def msaa_pixel_difference(task: int, size: int) -> dict[str, float]:
+    """Mean |difference| (0-255 scale) between MSAA-off and MuJoCo-default (MSAA on) camera images."""
+    import mujoco
+
+    env = libero_gym.LiberoObjectEnv(task=task, obs_mode="rgb", image_size=size)
+    obs, _ = env.reset(options={"init_state": 0})
+    model, data = env._model, env._data
+    default_samples = mujoco.MjModel.from_xml_string("<mujoco/>").vis.quality.offsamples
+    saved = model.vis.quality.offsamples
+    model.vis.quality.offsamples = default_samples
+    r = mujoco.Renderer(model, size, size)
+    out = {}
+    for key, cam in libero_gym.env.CAMERAS.items():
+        r.update_scene(data, camera=cam)
+        ref = r.render().astype(np.int16)
+        out[key] = float(np.abs(ref - obs[key].astype(np.int16)).mean())
+    r.close()
+    model.vis.quality.offsamples = saved
+    out["default_offsamples"] = int(default_samples)
+    env.close()
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--task", type=int, default=1)
+    ap.add_argument("--size", type=int, default=128)
+    ap.add_argument("--steps", type=int, default=200, help="timed steps in state mode")
+    ap.add_argument("--rgb-steps", type=int, default=40, help="timed steps with cameras")
+    a = ap.parse_args()
+
+    cores = sorted(os.sched_getaffinity(0))
+    os.sched_setaffinity(0, {cores[0]})
+    single = {
+        "raw_state": raw_steps_per_s(a.task, a.size, False, a.steps),
+        "ours_state": ours_steps_per_s(a.task, a.size, "state", a.steps),
+        "raw_rgb": raw_steps_per_s(a.task, a.size, True, a.rgb_steps),
+        "ours_rgb": ours_steps_per_s(a.task, a.size, "rgb", a.rgb_steps),
+    }
+    print({k: round(v, 1) for k, v in single.items()}, flush=True)
+    pixel = msaa_pixel_difference(a.task, a.size)
+    os.sched_setaffinity(0, set(cores))
+    vec = {}
+    for mode, n in (("state", a.steps), ("rgb", a.rgb_steps)):
+        vec[f"{mode}_1env"] = vector_steps_per_s(a.task, a.size, mode, 1, n)
+        vec[f"{mode}_2env"] = vector_steps_per_s(a.task, a.size, mode, 2, n)
+        print(mode, {k: round(v, 1) for k, v in vec.items()}, flush=True)
+    ratios = {
+        "state_vs_raw": single["ours_state"] / single["raw_state"],
+        "rgb_vs_raw": single["ours_rgb"] / single["raw_rgb"],
+        "async2_vs_1_state": vec["state_2env"] / vec["state_1env"],
+        "async2_vs_1_rgb": vec["rgb_2env"] / vec["rgb_1env"],
+    }
+    targets = {"state_vs_raw": 1.2, "rgb_vs_raw": 1.5, "async2_vs_1_state": 1.7, "async2_vs_1_rgb": 1.7}
+    cmd = f"python -m benchmarks.env_throughput --task {a.task} --size {a.size} --steps {a.steps} --rgb-steps {a.rgb_steps}"
+    write_json("env_throughput", {"command": cmd, "single_core_steps_per_s": single, "vector_steps_per_s": vec,
+                                  "ratios": ratios, "targets": targets, "msaa_mean_abs_pixel_diff": pixel})
+    lines = [
+        "# Env throughput: libero_gym vs raw LIBERO",
+        "",
+        f"Command: `{cmd}` (Task{a.task}, benchmark state 0, random actions in [-0.3, 0.3], {a.size} px cameras).",
+        "",
+        "| setting | raw LIBERO (steps/s) | libero_gym (steps/s) | ratio | target |",
+        "|---|---|---|---|---|",
+        f"| one core, state only | {single['raw_state']:.1f} | {single['ours_state']:.1f} | "
+        f"{ratios['state_vs_raw']:.2f}x | >= 1.2x |",
+        f"| one core, two cameras | {single['raw_rgb']:.1f} | {single['ours_rgb']:.1f} | "
+        f"{ratios['rgb_vs_raw']:.2f}x | >= 1.5x |",
+        "",
+        "| libero_gym async vector env, both cores | 1 env (steps/s) | 2 envs (total steps/s) | ratio | target |",
+        "|---|---|---|---|---|",
+        f"| state | {vec['state_1env']:.1f} | {vec['state_2env']:.1f} | {ratios['async2_vs_1_state']:.2f}x | >= 1.7x |",
+        f"| two cameras | {vec['rgb_1env']:.1f} | {vec['rgb_2env']:.1f} | {ratios['async2_vs_1_rgb']:.2f}x | >= 1.7x |",
+        "",
+        f"MSAA off vs MuJoCo's default ({pixel['default_offsamples']} samples): mean absolute pixel difference "
+        f"agentview {pixel['agentview']:.2f}, wrist {pixel['wrist']:.2f} (0-255 scale).",
+    ]
+    (RESULTS / "env_throughput.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
