@@ -1,0 +1,306 @@
+"""PPO with a learned value head: the baseline the paper compares TGRPO against.
+
+Same rollouts, token-action policies and clipped surrogate as TGRPO (:func:`tgrpo.loss.tgrpo_loss`); the
+advantage comes from GAE over a learned state-value function instead of group statistics. Sub-envs run
+independently (``"independent"`` rollouts); the end of each trajectory (termination, truncation or the step
+cap) is treated as terminal, i.e. no value bootstrap after the last step.
+
+Example:
+    >>> from tgrpo.baselines import PPOConfig, train_ppo
+    >>> result = train_ppo(envs, policy, config=PPOConfig(iterations=50))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from tgrpo.checkpoint import CHECKPOINT_NAME, save_checkpoint
+from tgrpo.config import DEFAULT_LR, ConfigError, _choice, _positive_int
+from tgrpo.logger import MetricsLogger, plot_training_curve
+from tgrpo.loss import RATIO_LEVELS, tgrpo_loss
+from tgrpo.policy import MLPTokenPolicy, Observation, TokenActionPolicy, flatten_observation
+from tgrpo.rollout import collect_group
+from tgrpo.trainer import TrainResult, _progress
+
+
+def gae(
+    rewards: np.ndarray, values: np.ndarray, mask: np.ndarray, gamma: float = 0.99, lam: float = 0.95
+) -> tuple[np.ndarray, np.ndarray]:
+    """Generalised advantage estimation over masked trajectories (terminal at each trajectory's end).
+
+    Args:
+        rewards: [M, L] rewards (ignored where masked).
+        values: [M, L] value estimates V(s_t).
+        mask: [M, L] bool, True on valid steps; each row is valid on a prefix.
+        gamma: discount factor.
+        lam: GAE lambda.
+
+    Returns:
+        advantages [M, L] and value targets ``advantages + values`` [M, L], 0 where masked.
+    """
+    if rewards.shape != values.shape or rewards.shape != mask.shape or rewards.ndim != 2:
+        raise ValueError(
+            f"rewards, values and mask must all be [M, L]; got {rewards.shape}, {values.shape}, {mask.shape}."
+        )
+    m, length = rewards.shape
+    adv = np.zeros((m, length), dtype=np.float64)
+    last = np.zeros(m)
+    for t in reversed(range(length)):
+        nxt_valid = mask[:, t + 1] if t + 1 < length else np.zeros(m, dtype=bool)
+        next_v = np.where(nxt_valid, values[:, t + 1] if t + 1 < length else 0.0, 0.0)
+        delta = rewards[:, t] + gamma * next_v - values[:, t]
+        last = delta + gamma * lam * np.where(nxt_valid, last, 0.0)
+        adv[:, t] = np.where(mask[:, t], last, 0.0)
+    return adv, np.where(mask, adv + values, 0.0)
+
+
+class ValueMLP(nn.Module):
+    """State-value head V(s) on flattened observations.
+
+    Args:
+        obs_dim: size of the flattened observation.
+        hidden: hidden layer widths.
+        obs_keys: for dict observations, the keys to use (as in :class:`~tgrpo.policy.MLPTokenPolicy`).
+    """
+
+    def __init__(self, obs_dim: int, hidden: Sequence[int] = (64, 64), obs_keys: Sequence[str] | None = None):
+        super().__init__()
+        self.obs_keys = None if obs_keys is None else tuple(obs_keys)
+        layers: list[nn.Module] = []
+        width = obs_dim
+        for h in hidden:
+            layers += [nn.Linear(width, h), nn.Tanh()]
+            width = h
+        self.net = nn.Sequential(*layers, nn.Linear(width, 1))
+
+    @classmethod
+    def from_policy(cls, policy: MLPTokenPolicy, **kwargs: Any) -> ValueMLP:
+        """A value head reading the same observation features as ``policy``."""
+        return cls(policy.obs_dim, obs_keys=policy.obs_keys, **kwargs)
+
+    def forward(self, obs: Observation) -> torch.Tensor:
+        """Values [B] of a batch of observations."""
+        keys = self.obs_keys
+        if keys is None and isinstance(obs, Mapping) and "state" in obs:
+            keys = ("state",)
+        x = torch.as_tensor(flatten_observation(obs, keys), device=next(self.parameters()).device)
+        return self.net(x).squeeze(-1)
+
+
+@dataclass
+class PPOConfig:
+    """Options of the PPO baseline."""
+
+    iterations: int = 30
+    """Rollout groups to collect and learn from."""
+    max_steps: int = 200
+    """Step cap per trajectory."""
+    gamma: float = 0.99
+    """Discount factor, in (0, 1]."""
+    gae_lambda: float = 0.95
+    """GAE lambda, in [0, 1]."""
+    lr: float | None = None
+    """AdamW learning rate for policy and value head; None: the policy's ``recommended_lr`` or 1e-5."""
+    clip_eps: float = 0.2
+    """Clipping range of the ratio, in (0, 1)."""
+    kl_beta: float = 0.0
+    """Weight of a k3 KL penalty to the reference policy (0: plain PPO)."""
+    vf_coef: float = 0.5
+    """Weight of the value-function loss."""
+    ent_coef: float = 0.0
+    """Weight of the entropy bonus."""
+    ratio_level: str = "token"
+    """``"token"`` or ``"action"``, as in TGRPO."""
+    epochs: int = 4
+    """Passes over each rollout."""
+    minibatch_size: int = 256
+    """Samples per optimizer step."""
+    normalize_advantages: bool = True
+    """Normalise advantages per minibatch (mean 0, std 1)."""
+    max_grad_norm: float | None = 1.0
+    """Global gradient-norm clipping; None disables it."""
+    temperature: float = 1.0
+    """Sampling temperature during rollouts."""
+    seed: int = 0
+    """Seed of torch, NumPy and the env resets."""
+    output_dir: str = "runs/ppo"
+    """Directory for metrics, the final checkpoint and the plot."""
+    log_formats: tuple[str, ...] = ("jsonl", "csv")
+    """Metric sinks, any of ``"jsonl"``, ``"csv"``, ``"tensorboard"``."""
+    progress_bar: bool = True
+    """Show a tqdm progress bar."""
+    plot: bool = True
+    """Write ``training_curve.png`` at the end (needs matplotlib)."""
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Free-form values recorded with the run."""
+
+    def __post_init__(self) -> None:
+        self.log_formats = tuple(self.log_formats)
+        _choice("ratio_level", self.ratio_level, RATIO_LEVELS)
+        for name in ("iterations", "max_steps", "epochs", "minibatch_size"):
+            _positive_int(name, getattr(self, name), f"a positive integer for {name}")
+        checks = [
+            ("gamma", 0 < self.gamma <= 1, "in (0, 1]", "gamma=0.99"),
+            ("gae_lambda", 0 <= self.gae_lambda <= 1, "in [0, 1]", "gae_lambda=0.95"),
+            ("clip_eps", 0 < self.clip_eps < 1, "in (0, 1)", "clip_eps=0.2"),
+            ("kl_beta", self.kl_beta >= 0, ">= 0", "kl_beta=0.0"),
+            ("vf_coef", self.vf_coef >= 0, ">= 0", "vf_coef=0.5"),
+            ("temperature", self.temperature > 0, "> 0", "temperature=1.0"),
+            ("lr", self.lr is None or (math.isfinite(self.lr) and self.lr > 0), "> 0 or None", "lr=1e-3"),
+        ]
+        for name, ok, accepted, example in checks:
+            if not ok:
+                raise ConfigError(
+                    f"PPOConfig.{name}={getattr(self, name)!r} is not accepted: it must be {accepted}. "
+                    f"Fix: pass e.g. {example}."
+                )
+
+
+def train_ppo(
+    env: Any,
+    policy: TokenActionPolicy | None = None,
+    value_fn: nn.Module | None = None,
+    config: PPOConfig | None = None,
+) -> TrainResult:
+    """Train ``policy`` and a value head with PPO + GAE on the vector env ``env``.
+
+    Args:
+        env: a ``gymnasium.vector.VectorEnv`` with 7-D Box actions.
+        policy: a token-action policy; None builds an ``MLPTokenPolicy`` for the env.
+        value_fn: a module mapping a batch of observations to values [B]; None builds a
+            :class:`ValueMLP` (needs an ``MLPTokenPolicy`` to copy its observation keys from, or a Box/Dict
+            space with ``"state"``).
+        config: options; None uses ``PPOConfig()``.
+
+    Returns:
+        A :class:`~tgrpo.trainer.TrainResult`; the value head is saved in the final checkpoint.
+    """
+    cfg = config or PPOConfig()
+    if policy is None:
+        policy = MLPTokenPolicy.from_space(env.single_observation_space, seed=cfg.seed)
+    if value_fn is None:
+        if not isinstance(policy, MLPTokenPolicy):
+            raise ValueError("value_fn is required for policies other than MLPTokenPolicy.")
+        value_fn = ValueMLP.from_policy(policy)
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    m = int(env.num_envs)
+    out_dir = Path(cfg.output_dir)
+    logger = MetricsLogger(out_dir, cfg.log_formats)
+    pi_params = [p for p in policy.trainable_parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(
+        pi_params + list(value_fn.parameters()),
+        lr=cfg.lr if cfg.lr is not None else getattr(policy, "recommended_lr", DEFAULT_LR),
+    )
+    bar = _progress(cfg, 0)  # type: ignore[arg-type]
+    env_steps = 0
+    try:
+        for k in range(cfg.iterations):
+            t0 = time.perf_counter()
+            g = collect_group(
+                env,
+                policy,
+                max_steps=cfg.max_steps,
+                mode="independent",
+                temperature=cfg.temperature,
+                seed=cfg.seed + k * m,
+            )
+            rollout_s = time.perf_counter() - t0
+            env_steps += g.env_steps
+            env_idx, step_idx = np.nonzero(g.mask)
+            with torch.no_grad():
+                obs_all, _ = g.batch(env_idx, step_idx)
+                values = np.zeros(g.rewards.shape)
+                values[env_idx, step_idx] = value_fn(obs_all).cpu().numpy()
+            adv, targets = gae(g.rewards, values, g.mask, cfg.gamma, cfg.gae_lambda)
+            ref = None
+            if cfg.kl_beta > 0:
+                ref = policy.ref_log_probs(
+                    obs_all,
+                    list(g.instructions[step_idx, env_idx]),
+                    g.tokens[env_idx, step_idx],
+                    cfg.temperature,
+                )
+            sums: dict[str, float] = {}
+            n_updates = 0
+            t1 = time.perf_counter()
+            for _ in range(cfg.epochs):
+                order = rng.permutation(env_idx.size)
+                for s in range(0, order.size, cfg.minibatch_size):
+                    sel = order[s : s + cfg.minibatch_size]
+                    ei, si = env_idx[sel], step_idx[sel]
+                    obs, instr = g.batch(ei, si)
+                    logp, ent = policy.log_probs(obs, instr, g.tokens[ei, si], cfg.temperature)
+                    a = torch.as_tensor(adv[ei, si], dtype=logp.dtype, device=logp.device)
+                    if cfg.normalize_advantages and a.numel() > 1:
+                        a = (a - a.mean()) / (a.std() + 1e-8)
+                    pg_loss, metrics = tgrpo_loss(
+                        logp,
+                        g.old_logp[ei, si].to(logp.device, logp.dtype),
+                        a,
+                        entropy=ent,
+                        ref_logp=None if ref is None else ref[sel].to(logp.device, logp.dtype),
+                        clip_eps=cfg.clip_eps,
+                        kl_beta=cfg.kl_beta,
+                        ratio_level=cfg.ratio_level,
+                    )
+                    v = value_fn(obs)
+                    v_loss = (
+                        0.5
+                        * ((v - torch.as_tensor(targets[ei, si], dtype=v.dtype, device=v.device)) ** 2).mean()
+                    )
+                    loss = pg_loss + cfg.vf_coef * v_loss - cfg.ent_coef * ent.sum(-1).mean()
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    params = [p for grp in optimizer.param_groups for p in grp["params"]]
+                    gn = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm or float("inf"))
+                    optimizer.step()
+                    metrics.update(
+                        loss=float(loss.detach()), value_loss=float(v_loss.detach()), grad_norm=float(gn)
+                    )
+                    for key, val in metrics.items():
+                        sums[key] = sums.get(key, 0.0) + val
+                    n_updates += 1
+            row: dict[str, Any] = {"iteration": k}
+            row.update({f"losses/{key}": val / max(n_updates, 1) for key, val in sums.items()})
+            row.update(
+                {
+                    "charts/success_rate": float(g.success.mean()),
+                    "charts/mean_return": float(g.returns.mean()),
+                    "charts/episode_length": float(g.lengths.mean()),
+                    "charts/env_steps": float(env_steps),
+                    "time/rollout_s": rollout_s,
+                    "time/update_s": time.perf_counter() - t1,
+                }
+            )
+            logger.write(row)
+            bar.update(1)
+            bar.set_postfix(success=f"{row['charts/success_rate']:.2f}")
+    finally:
+        bar.close()
+        logger.close()
+    ckpt = save_checkpoint(
+        out_dir / CHECKPOINT_NAME,
+        {
+            "iteration": cfg.iterations - 1,
+            "policy": policy.state_dict(),
+            "value_fn": value_fn.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "config": {**cfg.__dict__, "log_formats": list(cfg.log_formats)},
+        },
+    )
+    if cfg.plot:
+        plot_training_curve(logger.rows, out_dir / "training_curve.png")
+    result = TrainResult(policy=policy, history=list(logger.rows), output_dir=out_dir, checkpoint=ckpt)
+    result.value_fn = value_fn  # type: ignore[attr-defined]
+    return result

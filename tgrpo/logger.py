@@ -1,0 +1,134 @@
+"""Metric sinks: JSONL, CSV and TensorBoard, one row per iteration.
+
+Metric names use fixed prefixes: ``charts/`` (success, returns, lengths), ``losses/`` (loss terms and
+diagnostics), ``time/`` (seconds per phase), ``eval/`` (evaluation hook). Every row also has ``iteration``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("tgrpo")
+
+
+class MetricsLogger:
+    """Writes metric rows to ``metrics.jsonl``, ``metrics.csv`` and TensorBoard under ``output_dir``.
+
+    Args:
+        output_dir: directory of the run.
+        formats: any of ``"jsonl"``, ``"csv"``, ``"tensorboard"``.
+        start_iteration: rows of an earlier run with ``iteration >= start_iteration`` are dropped (a resumed
+            run repeats the iterations after its last checkpoint); 0 starts fresh files.
+    """
+
+    def __init__(
+        self, output_dir: str | os.PathLike, formats: Sequence[str], start_iteration: int = 0
+    ) -> None:
+        self.dir = Path(output_dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.formats = tuple(formats)
+        self.jsonl_path = self.dir / "metrics.jsonl"
+        self.csv_path = self.dir / "metrics.csv"
+        self.rows: list[dict[str, Any]] = []
+        if start_iteration > 0 and self.jsonl_path.exists():
+            with open(self.jsonl_path) as f:
+                for line in f:
+                    line = line.strip()
+                    if not line:
+                        continue
+                    try:
+                        row = json.loads(line)
+                    except json.JSONDecodeError:  # a line cut by a killed process
+                        continue
+                    if row.get("iteration", 0) < start_iteration:
+                        self.rows.append(row)
+        if "jsonl" in self.formats:
+            with open(self.jsonl_path, "w") as f:
+                for row in self.rows:
+                    f.write(json.dumps(row) + "\n")
+        self._tb = None
+        if "tensorboard" in self.formats:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self._tb = SummaryWriter(str(self.dir / "tb"), purge_step=start_iteration or None)
+            except ImportError:
+                log.warning(
+                    "tensorboard is not installed; TensorBoard logging is skipped (pip install tensorboard)."
+                )
+
+    def write(self, row: dict[str, Any]) -> None:
+        """Append one row (``{"iteration": k, name: float, ...}``) to every sink."""
+        self.rows.append(row)
+        if "jsonl" in self.formats:
+            with open(self.jsonl_path, "a") as f:
+                f.write(json.dumps(row) + "\n")
+        if "csv" in self.formats:
+            self._write_csv()
+        if self._tb is not None:
+            step = int(row["iteration"])
+            for k, v in row.items():
+                if k != "iteration" and isinstance(v, (int, float)):
+                    self._tb.add_scalar(k, v, step)
+            self._tb.flush()
+
+    def _write_csv(self) -> None:
+        keys: list[str] = []
+        for row in self.rows:
+            keys += [k for k in row if k not in keys]
+        tmp = self.csv_path.with_suffix(".csv.tmp")
+        with open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=keys)
+            w.writeheader()
+            w.writerows(self.rows)
+        os.replace(tmp, self.csv_path)
+
+    def close(self) -> None:
+        if self._tb is not None:
+            self._tb.close()
+            self._tb = None
+
+
+def plot_training_curve(rows: Sequence[dict[str, Any]], path: str | os.PathLike) -> bool:
+    """Plot success rate, mean return and mean trajectory length per iteration to ``path`` (PNG).
+
+    In the paper's rollout mode a group stops at its first success, so the group success rate stays low
+    while learning shows as shorter trajectories; the evaluation success rate is drawn when logged.
+
+    Returns:
+        True if written, False if matplotlib is not installed (a log line says so).
+    """
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError:
+        log.info("matplotlib is not installed; the training-curve plot is skipped.")
+        return False
+    its = [r["iteration"] for r in rows]
+    fig = Figure(figsize=(12, 3.2))
+    FigureCanvasAgg(fig)
+    panels = (
+        ("charts/success_rate", "group success rate"),
+        ("charts/mean_return", "mean trajectory return"),
+        ("charts/episode_length", "mean trajectory length (steps)"),
+    )
+    for ax, (key, label) in zip(fig.subplots(1, 3), panels, strict=True):
+        ax.plot(its, [r.get(key, float("nan")) for r in rows], marker=".", label="training group")
+        if key == "charts/success_rate":
+            ev = [(r["iteration"], r["eval/success_rate"]) for r in rows if "eval/success_rate" in r]
+            if ev:
+                ax.plot(*zip(*ev, strict=True), marker="o", label="evaluation")
+                ax.legend()
+            ax.set_ylim(-0.02, 1.02)
+        ax.set_xlabel("iteration")
+        ax.set_title(label)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(str(path), dpi=100)
+    return True
