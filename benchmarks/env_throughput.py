@@ -55,15 +55,20 @@ def _raw_env(task: int, size: int, render: bool):
     return env
 
 
-def raw_steps_per_s(task: int, size: int, render: bool, n: int) -> float:
-    env = _raw_env(task, size, render)
+def _timed(step, n: int) -> float:
+    """Steps/s of ``step(action)`` over ``n`` steps, after 5 untimed ones."""
     acts = _actions(n + 5)
     for a in acts[:5]:
-        env.step(a)
+        step(a)
     t0 = time.perf_counter()
     for a in acts[5:]:
-        env.step(a)
-    rate = n / (time.perf_counter() - t0)
+        step(a)
+    return n / (time.perf_counter() - t0)
+
+
+def raw_steps_per_s(task: int, size: int, render: bool, n: int) -> float:
+    env = _raw_env(task, size, render)
+    rate = _timed(env.step, n)
     env.close()
     return rate
 
@@ -71,13 +76,7 @@ def raw_steps_per_s(task: int, size: int, render: bool, n: int) -> float:
 def ours_steps_per_s(task: int, size: int, obs_mode: str, n: int) -> float:
     env = libero_gym.LiberoObjectEnv(task=task, obs_mode=obs_mode, image_size=size)
     env.reset(options={"init_state": 0})
-    acts = _actions(n + 5)
-    for a in acts[:5]:
-        env.step(a)
-    t0 = time.perf_counter()
-    for a in acts[5:]:
-        env.step(a)
-    rate = n / (time.perf_counter() - t0)
+    rate = _timed(env.step, n)
     env.close()
     return rate
 
@@ -87,13 +86,7 @@ def vector_steps_per_s(task: int, size: int, obs_mode: str, num_envs: int, n: in
     envs = gym.make_vec(f"LiberoObject-Task{task}-v0", num_envs=num_envs, obs_mode=obs_mode, image_size=size,
                         max_episode_steps=10**6)
     envs.reset(seed=0, options={"init_state": 0})
-    acts = _actions(n + 5)
-    for a in acts[:5]:
-        envs.step(np.repeat(a[None], num_envs, 0))
-    t0 = time.perf_counter()
-    for a in acts[5:]:
-        envs.step(np.repeat(a[None], num_envs, 0))
-    rate = n * num_envs / (time.perf_counter() - t0)
+    rate = num_envs * _timed(lambda a: envs.step(np.repeat(a[None], num_envs, 0)), n)
     envs.close()
     return rate
 

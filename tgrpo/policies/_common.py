@@ -1,0 +1,65 @@
+"""Pieces shared by the policies of :mod:`tgrpo.policies`: sampling from action-token logits."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from tgrpo.policy import _dist_stats
+
+
+def sample_from_logits(logits: torch.Tensor, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sample one token per row of action-token logits at a temperature.
+
+    Args:
+        logits: [..., n_bins] logits indexed by action token.
+        temperature: sampling temperature; ``<= 0`` is greedy (log-probs reported as 0, as in the protocol).
+
+    Returns:
+        tokens [...] int64 and their log-probs [...] under ``softmax(logits / temperature)``.
+    """
+    if temperature <= 0:
+        tokens = logits.argmax(-1)
+        return tokens, torch.zeros(tokens.shape, dtype=logits.dtype, device=logits.device)
+    _, _, logp_all = _dist_stats(logits, None, temperature)
+    flat = logp_all.reshape(-1, logp_all.shape[-1])
+    tokens = torch.multinomial(flat.exp(), 1).view(logp_all.shape[:-1])
+    return tokens, logp_all.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+
+
+def token_stats(
+    logits: torch.Tensor, tokens: torch.Tensor, temperature: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-probs and entropies of ``tokens`` [...] under ``softmax(logits [..., n_bins] / temperature)``."""
+    lp, ent, _ = _dist_stats(logits, tokens, temperature)
+    return lp, ent
+
+
+def check_instructions(instructions: Sequence[str], batch: int) -> list[str]:
+    """Return the instructions as a list of ``batch`` strings, or raise a ValueError naming the mismatch."""
+    if isinstance(instructions, str):
+        raise ValueError(
+            f"instructions must be a list of {batch} strings (one per observation), got the single string "
+            f"{instructions!r}; pass [instruction] * {batch}."
+        )
+    out = [str(s) for s in instructions]
+    if len(out) != batch:
+        raise ValueError(
+            f"got {len(out)} instructions for a batch of {batch} observations; pass one per row."
+        )
+    return out
+
+
+def check_tokens(tokens: torch.Tensor, batch: int, action_dim: int, n_bins: int) -> torch.Tensor:
+    """Validate action tokens [B, D] and return them as int64."""
+    tokens = torch.as_tensor(tokens)
+    if tokens.shape != (batch, action_dim):
+        raise ValueError(
+            f"tokens have shape {tuple(tokens.shape)}; expected {(batch, action_dim)} (B, action_dim)."
+        )
+    if tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= n_bins):
+        raise ValueError(
+            f"action tokens must lie in 0..{n_bins - 1}, got values in {int(tokens.min())}..{int(tokens.max())}."
+        )
+    return tokens.long()

@@ -1,0 +1,582 @@
+"""Hugging Face VLA adapter: an OpenVLA-style vision-to-text model + peft LoRA behind the token-action protocol.
+
+:class:`HFVLAPolicy` loads any transformers vision-to-text model whose forward takes ``input_ids``,
+``attention_mask`` and ``pixel_values`` and returns ``logits`` (OpenVLA-7B with ``trust_remote_code=True``, a
+LLaVA-architecture model, ...), builds OpenVLA's prompt, and treats the last ``n_bins`` (256) ids of the
+tokenizer's vocabulary as the action bins (:meth:`tgrpo.tokenizer.ActionTokenizer.to_vocab_ids`: action token
+``k`` is id ``V - 1 - k``).
+
+* **Sampling** (:meth:`HFVLAPolicy.sample`): 7 autoregressive steps; at each step the logits are restricted
+  to the 256 action ids, divided by the temperature and sampled. With ``use_cache=True`` the prompt is encoded
+  once and each step reuses the KV cache (rows that share a prompt length are decoded together); with
+  ``use_cache=False`` each step is a full forward of prompt + tokens so far. OpenVLA's remote code supports
+  cached decoding only for batch size 1, so ``use_cache=None`` (default) turns the cache off for it.
+* **Log-probs** (:meth:`HFVLAPolicy.log_probs`): one teacher-forced forward of prompt + the 7 tokens, in
+  micro-batches of ``micro_batch_size`` rows; the logits at the 7 positions that predict the action tokens
+  are restricted to the action ids, exactly as at sampling.
+* **Reference** (:meth:`HFVLAPolicy.ref_log_probs`): the same model with the LoRA adapter disabled
+  (``peft``'s ``disable_adapter()``), so no second copy of the weights is held.
+
+Batches are right-padded (prompt tokens first, padding last), which is what OpenVLA was trained with and
+needs no position-id handling: real tokens never attend to the padding. Models that insert image features
+into the sequence (OpenVLA puts its patch embeddings after BOS) return more logits than input ids; the
+difference is taken as a constant offset before the text tail.
+
+transformers and peft are imported only by this module (``pip install libero-tgrpo[hf]``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from tgrpo.policies._common import check_instructions, check_tokens, sample_from_logits, token_stats
+from tgrpo.policy import Observation
+from tgrpo.tokenizer import ACTION_DIM, N_BINS, ActionTokenizer
+
+#: OpenVLA's prompt (``{instruction}`` is lower-cased, as in OpenVLA's LIBERO evaluation).
+OPENVLA_PROMPT = "In: What action should the robot take to {instruction}?\nOut:"
+#: Learning rate of the paper for OpenVLA-7B + LoRA (used when ``TGRPOConfig.lr`` is None).
+HF_RECOMMENDED_LR = 1e-5
+#: OpenVLA appends this id (Llama-2's empty "▁" token) after "Out:" before the action tokens.
+OPENVLA_EMPTY_TOKEN_ID = 29871
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def openvla_prompt(instruction: str, template: str = OPENVLA_PROMPT) -> str:
+    """OpenVLA's prompt for an instruction.
+
+    Example:
+        >>> openvla_prompt("Pick up the BBQ sauce")
+        'In: What action should the robot take to pick up the bbq sauce?\\nOut:'
+    """
+    return template.format(instruction=instruction.strip().lower())
+
+
+@dataclass
+class LoRASettings:
+    """The peft LoRA adapter the policy trains (OpenVLA's fine-tuning defaults).
+
+    Attributes:
+        r: LoRA rank.
+        alpha: LoRA scaling numerator (``lora_alpha``; the update is scaled by ``alpha / r``).
+        dropout: LoRA dropout; keep 0 so that sampling and recomputed log-probs agree (ratio 1 at start).
+        target_modules: module names to adapt, or ``"all-linear"`` (every linear layer but the output head).
+        init_lora_weights: peft's initialisation; ``True`` makes B = 0, so the adapted model starts equal to
+            the base model (the reference).
+    """
+
+    r: int = 32
+    alpha: int = 16
+    dropout: float = 0.0
+    target_modules: str | Sequence[str] = "all-linear"
+    init_lora_weights: bool | str = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.r < 1:
+            raise ValueError(f"LoRA rank r={self.r} must be a positive integer (OpenVLA uses 32).")
+        if self.alpha <= 0:
+            raise ValueError(f"LoRA alpha={self.alpha} must be positive.")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"LoRA dropout={self.dropout} must lie in [0, 1).")
+
+    def to_peft(self) -> Any:
+        """The equivalent ``peft.LoraConfig``."""
+        from peft import LoraConfig
+
+        targets = self.target_modules if isinstance(self.target_modules, str) else list(self.target_modules)
+        return LoraConfig(
+            r=self.r,
+            lora_alpha=self.alpha,
+            lora_dropout=self.dropout,
+            target_modules=targets,
+            init_lora_weights=self.init_lora_weights,
+            **self.extra,
+        )
+
+
+def openvla_action_transform(
+    action_stats: Mapping[str, Any], binarize_gripper: bool = True, invert_gripper: bool = True
+) -> Callable[[np.ndarray], np.ndarray]:
+    """OpenVLA's un-normalisation of decoded actions, as in its LIBERO evaluation.
+
+    OpenVLA checkpoints fine-tuned on a dataset emit actions normalised to [-1, 1] by the dataset's 1st/99th
+    percentiles; ``predict_action(unnorm_key=...)`` maps them back, and OpenVLA's LIBERO evaluation then maps
+    the gripper from [0, 1] to [-1, 1] (optionally binarised) and flips its sign (LIBERO: -1 open, +1 close).
+
+    Args:
+        action_stats: ``model.norm_stats[unnorm_key]["action"]`` with ``q01``, ``q99`` and optional ``mask``.
+        binarize_gripper: round the gripper to -1 / +1.
+        invert_gripper: flip the gripper sign (OpenVLA's LIBERO datasets use the opposite convention).
+
+    Returns:
+        a function [B, 7] normalised actions -> [B, 7] env actions (float32).
+    """
+    low = np.asarray(action_stats["q01"], dtype=np.float64)
+    high = np.asarray(action_stats["q99"], dtype=np.float64)
+    mask = np.asarray(action_stats.get("mask", np.ones_like(low, dtype=bool)), dtype=bool)
+
+    def transform(actions: np.ndarray) -> np.ndarray:
+        a = np.where(mask, 0.5 * (actions + 1.0) * (high - low) + low, actions)
+        a[..., -1] = 2.0 * a[..., -1] - 1.0
+        if binarize_gripper:
+            a[..., -1] = np.sign(a[..., -1])
+        if invert_gripper:
+            a[..., -1] = -a[..., -1]
+        return a.astype(np.float32)
+
+    return transform
+
+
+def _resolve_dtype(dtype: str | torch.dtype) -> str | torch.dtype:
+    if isinstance(dtype, torch.dtype) or dtype == "auto":
+        return dtype
+    if dtype not in DTYPES:
+        raise ValueError(
+            f"dtype={dtype!r} is not accepted; use 'auto', one of {sorted(DTYPES)} or a torch.dtype."
+        )
+    return DTYPES[dtype]
+
+
+def _check_path(path: str | os.PathLike) -> str:
+    """A local directory with a config.json, or a Hub id ("org/name") left to transformers."""
+    p = Path(path)
+    if p.is_dir():
+        if not (p / "config.json").exists():
+            raise ValueError(
+                f"model path {str(path)!r} is a directory without config.json; point it at a directory written "
+                "by save_pretrained (config.json, weights, processor files)."
+            )
+        return str(p)
+    s = str(path)
+    if _HUB_ID.match(s) and not s.startswith((".", "/", "~")):
+        return s
+    raise ValueError(
+        f"model path {s!r} does not exist; pass a local directory written by save_pretrained or a Hugging "
+        "Face Hub id such as 'openvla/openvla-7b'."
+    )
+
+
+def _auto_model_class(config: Any) -> Any:
+    """The transformers Auto class for a vision-to-text model (the one named in ``auto_map`` first)."""
+    import transformers
+
+    names = ("AutoModelForVision2Seq", "AutoModelForImageTextToText", "AutoModelForCausalLM")
+    auto_map = getattr(config, "auto_map", None) or {}
+    for name in names:
+        if name in auto_map and hasattr(transformers, name):
+            return getattr(transformers, name)
+    for name in names[:2]:
+        if hasattr(transformers, name):
+            return getattr(transformers, name)
+    raise ValueError(
+        f"transformers {transformers.__version__} has none of {names[:2]}; install transformers>=4.40."
+    )
+
+
+class HFVLAPolicy(nn.Module):
+    """A Hugging Face vision-to-text model with OpenVLA's action tokens, trained through a LoRA adapter.
+
+    Implements :class:`tgrpo.policy.TokenActionPolicy`. Build it with :meth:`from_pretrained`; the
+    constructor wraps an already loaded model and processor.
+
+    Args:
+        model: a transformers model (forward takes ``input_ids``, ``attention_mask``, ``pixel_values`` and
+            returns ``logits``), or a ``peft.PeftModel`` that already holds the adapter to train.
+        processor: its processor; called as ``processor(text=[...], images=[PIL images], return_tensors="pt",
+            padding=True)`` and returning ``input_ids``, ``attention_mask`` and ``pixel_values``.
+        lora: adapter to add (ignored when ``model`` is already a ``PeftModel``).
+        image_key: observation key of the camera image ([B, H, W, 3] uint8) in dict observations; array
+            observations are taken as the images themselves.
+        prompt_template: prompt with an ``{instruction}`` field (instructions are lower-cased). When the
+            processor has an ``image_token`` (LLaVA-style processors) that the template lacks, it is prepended
+            followed by a newline; OpenVLA's processor has none (the model inserts the image itself).
+        extra_prompt_ids: ids appended after the prompt, before the action tokens. None: OpenVLA's empty token
+            (29871) for ``model_type == "openvla"``, nothing otherwise.
+        action_vocab_size: the V of the action ids ``V - n_bins .. V - 1``; None: ``tokenizer.vocab_size`` (the
+            base vocabulary without added tokens; 32000 for OpenVLA, whose logits have 32064 entries).
+        micro_batch_size: rows per forward in :meth:`log_probs`, :meth:`ref_log_probs` and :meth:`sample`.
+        gradient_checkpointing: recompute activations in the backward pass (``gradient_checkpointing_enable``)
+            to fit a 7B model's update in memory.
+        use_cache: KV cache while sampling; None: on, except for OpenVLA (its cached decoding is batch-1 only).
+        action_dim: tokens per action (7).
+        n_bins: action bins (256).
+        tokenizer: action tokenizer; default OpenVLA's convention over [-1, 1].
+        recommended_lr: learning rate used when ``TGRPOConfig.lr`` is None (the paper's 1e-5).
+        action_transform: applied by :meth:`tokens_to_actions` to the decoded [B, 7] actions (e.g.
+            :func:`openvla_action_transform`); None returns the bin centres in [-1, 1].
+
+    Raises:
+        ValueError: if the tokenizer's ``n_bins`` differs from ``n_bins`` or the vocabulary is too small.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        processor: Any,
+        *,
+        lora: LoRASettings | None = None,
+        image_key: str = "agentview",
+        prompt_template: str = OPENVLA_PROMPT,
+        extra_prompt_ids: Sequence[int] | None = None,
+        action_vocab_size: int | None = None,
+        micro_batch_size: int = 8,
+        gradient_checkpointing: bool = False,
+        use_cache: bool | None = None,
+        action_dim: int = ACTION_DIM,
+        n_bins: int = N_BINS,
+        tokenizer: ActionTokenizer | None = None,
+        recommended_lr: float = HF_RECOMMENDED_LR,
+        action_transform: Callable[[np.ndarray], np.ndarray] | None = None,
+    ) -> None:
+        super().__init__()
+        from peft import PeftModel, get_peft_model
+
+        if "{instruction}" not in prompt_template:
+            raise ValueError(f"prompt_template={prompt_template!r} must contain an '{{instruction}}' field.")
+        if micro_batch_size < 1:
+            raise ValueError(f"micro_batch_size={micro_batch_size} must be a positive integer.")
+        self.action_dim = int(action_dim)
+        self.n_bins = int(n_bins)
+        self.tokenizer = tokenizer or ActionTokenizer(n_bins=n_bins)
+        if self.tokenizer.n_bins != self.n_bins:
+            raise ValueError(
+                f"tokenizer has n_bins={self.tokenizer.n_bins} but the policy has n_bins={self.n_bins}; "
+                "they must match."
+            )
+        self.recommended_lr = float(recommended_lr)
+        self.action_transform = action_transform
+        self.processor = processor
+        text_tok = getattr(processor, "tokenizer", processor)
+        if hasattr(text_tok, "padding_side"):
+            text_tok.padding_side = "right"
+        self.pad_id = int(text_tok.pad_token_id if text_tok.pad_token_id is not None else 0)
+        self.vocab_size = int(action_vocab_size if action_vocab_size is not None else text_tok.vocab_size)
+        if self.vocab_size < self.n_bins:
+            raise ValueError(f"action_vocab_size={self.vocab_size} is smaller than n_bins={self.n_bins}.")
+        config = model.config
+        is_openvla = getattr(config, "model_type", "") == "openvla"
+        if extra_prompt_ids is None:
+            extra_prompt_ids = (OPENVLA_EMPTY_TOKEN_ID,) if is_openvla else ()
+        self.extra_prompt_ids = tuple(int(i) for i in extra_prompt_ids)
+        image_token = getattr(processor, "image_token", None)
+        if isinstance(image_token, str) and image_token not in prompt_template:
+            prompt_template = f"{image_token}\n{prompt_template}"
+        self.prompt_template = prompt_template
+        self.image_key = image_key
+        self.micro_batch_size = int(micro_batch_size)
+        self.use_cache = (not is_openvla) if use_cache is None else bool(use_cache)
+        self.gradient_checkpointing = bool(gradient_checkpointing)
+
+        if isinstance(model, PeftModel):
+            self.model = model
+        else:
+            model.requires_grad_(False)
+            self.model = get_peft_model(model, (lora or LoRASettings()).to_peft())
+        if self.gradient_checkpointing:
+            base, kwargs = self.model.get_base_model(), {"use_reentrant": False}
+            if hasattr(base, "activation_checkpointing_enable"):  # transformers >= 5
+                base.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+            else:
+                base.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+        self.model.eval()
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        path: str | os.PathLike,
+        *,
+        trust_remote_code: bool = False,
+        dtype: str | torch.dtype = "bfloat16",
+        device: str | torch.device | None = None,
+        attn_implementation: str | None = None,
+        adapter_path: str | os.PathLike | None = None,
+        processor_path: str | os.PathLike | None = None,
+        model_kwargs: Mapping[str, Any] | None = None,
+        unnorm_key: str | None = None,
+        **kwargs: Any,
+    ) -> HFVLAPolicy:
+        """Load a model and its processor with ``from_pretrained`` and wrap them.
+
+        Args:
+            path: local directory written by ``save_pretrained``, or a Hub id (``"openvla/openvla-7b"``).
+            trust_remote_code: run the model's own code (OpenVLA needs it).
+            dtype: ``"bfloat16"`` (default; what a 7B model needs on one GPU), ``"float16"``, ``"float32"``,
+                ``"auto"`` or a ``torch.dtype``. LoRA weights stay float32.
+            device: where to put the model (``"cuda"``, ``"cpu"``, ...); None leaves it where it loads (CPU).
+            attn_implementation: e.g. ``"sdpa"`` or ``"flash_attention_2"``; None: transformers' default.
+            adapter_path: a saved peft adapter to continue training (e.g. an SFT LoRA); None adds a fresh
+                adapter from ``lora``.
+            processor_path: where the processor lives when it is not beside the model.
+            model_kwargs: other keyword arguments of the model's ``from_pretrained``.
+            unnorm_key: for OpenVLA checkpoints, the dataset whose action statistics
+                (``model.norm_stats[unnorm_key]``) un-normalise the actions, e.g. ``"libero_object"``; sets
+                ``action_transform=openvla_action_transform(...)``.
+            **kwargs: constructor arguments (``lora``, ``micro_batch_size``, ``gradient_checkpointing``, ...).
+
+        Raises:
+            ValueError: on a path that does not exist, a local directory without ``config.json``, an unknown
+                dtype, or an ``unnorm_key`` the model has no statistics for.
+        """
+        import transformers
+        from transformers import AutoConfig, AutoProcessor
+
+        src = _check_path(path)
+        proc_src = _check_path(processor_path) if processor_path is not None else src
+        torch_dtype = _resolve_dtype(dtype)
+        config = AutoConfig.from_pretrained(src, trust_remote_code=trust_remote_code)
+        auto_cls = _auto_model_class(config)
+        major = int(transformers.__version__.split(".")[0])
+        kw: dict[str, Any] = {
+            "trust_remote_code": trust_remote_code,
+            ("dtype" if major >= 5 else "torch_dtype"): torch_dtype,
+        }
+        if attn_implementation is not None:
+            kw["attn_implementation"] = attn_implementation
+        kw.update(model_kwargs or {})
+        model = auto_cls.from_pretrained(src, **kw)
+        processor = AutoProcessor.from_pretrained(proc_src, trust_remote_code=trust_remote_code)
+        if device is not None:
+            model.to(device)
+        if unnorm_key is not None:
+            stats = getattr(model, "norm_stats", None) or getattr(config, "norm_stats", None) or {}
+            if unnorm_key not in stats:
+                raise ValueError(
+                    f"unnorm_key={unnorm_key!r} is not in the model's norm_stats {sorted(stats)}."
+                )
+            kwargs.setdefault("action_transform", openvla_action_transform(stats[unnorm_key]["action"]))
+        if adapter_path is not None:
+            from peft import PeftModel
+
+            model = PeftModel.from_pretrained(model, str(adapter_path), is_trainable=True)
+        return cls(model, processor, **kwargs)
+
+    # ---------------------------------------------------------------- helpers
+    @property
+    def device(self) -> torch.device:
+        return next(p for p in self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.model.get_input_embeddings().weight.dtype
+
+    def _images(self, obs: Observation) -> np.ndarray:
+        """The [B, H, W, 3] uint8 camera images of an observation."""
+        if isinstance(obs, Mapping):
+            if self.image_key not in obs:
+                raise ValueError(
+                    f"observation key {self.image_key!r} not found; the observation has {sorted(obs)}. "
+                    "Pass image_key=... naming the camera to use."
+                )
+            images = np.asarray(obs[self.image_key])
+        else:
+            images = np.asarray(obs)
+        if images.ndim != 4 or images.shape[-1] != 3:
+            raise ValueError(
+                f"camera images have shape {images.shape}; a batch of RGB images [B, H, W, 3] is accepted."
+            )
+        if images.dtype != np.uint8:
+            images = (np.clip(images, 0.0, 1.0) * 255).round().astype(np.uint8)
+        return images
+
+    def _encode(
+        self, obs: Observation, instructions: Sequence[str]
+    ) -> tuple[list[list[int]], dict[str, torch.Tensor]]:
+        """Prompt ids per row (real tokens only, plus ``extra_prompt_ids``) and the per-row image tensors."""
+        from PIL import Image
+
+        images = self._images(obs)
+        instr = check_instructions(instructions, images.shape[0])
+        texts = [openvla_prompt(s, self.prompt_template) for s in instr]
+        batch = self.processor(
+            text=texts, images=[Image.fromarray(im) for im in images], return_tensors="pt", padding=True
+        )
+        ids, mask = batch["input_ids"], batch["attention_mask"].bool()
+        prompts = [row[m].tolist() + list(self.extra_prompt_ids) for row, m in zip(ids, mask)]
+        b = len(prompts)
+        extras = {
+            k: v
+            for k, v in batch.items()
+            if k not in ("input_ids", "attention_mask")
+            and isinstance(v, torch.Tensor)
+            and v.shape[:1] == (b,)
+        }
+        if "pixel_values" not in extras:
+            raise ValueError(
+                f"the processor returned {sorted(batch)}; HFVLAPolicy needs per-row 'pixel_values' [B, C, H, W]."
+            )
+        return prompts, extras
+
+    def _forward(
+        self, seqs: list[list[int]], extras: dict[str, torch.Tensor], rows: Sequence[int], **kw: Any
+    ) -> Any:
+        """Forward right-padded sequences of ``rows`` with their images; returns the model output."""
+        width = max(len(s) for s in seqs)
+        ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
+        att = torch.zeros((len(seqs), width), dtype=torch.long)
+        for i, s in enumerate(seqs):
+            ids[i, : len(s)] = torch.as_tensor(s)
+            att[i, : len(s)] = 1
+        dev, idx = self.device, torch.as_tensor(list(rows))
+        inputs = {
+            k: v[idx].to(dev, self.dtype if v.is_floating_point() else v.dtype) for k, v in extras.items()
+        }
+        return self.model(input_ids=ids.to(dev), attention_mask=att.to(dev), **inputs, **kw)
+
+    def _action_logits(self, logits: torch.Tensor) -> torch.Tensor:
+        """[..., V'] model logits -> [..., n_bins] float32 logits indexed by action token (id V - 1 - k)."""
+        if logits.shape[-1] < self.vocab_size:
+            raise ValueError(
+                f"the model returns {logits.shape[-1]} logits but action_vocab_size={self.vocab_size}; pass the "
+                "right action_vocab_size."
+            )
+        return logits[..., self.tokenizer.vocab_slice(self.vocab_size)].float().flip(-1)
+
+    def _teacher_forced_logits(
+        self,
+        prompts: list[list[int]],
+        extras: dict[str, torch.Tensor],
+        tokens: torch.Tensor,
+        rows: Sequence[int],
+    ) -> torch.Tensor:
+        """[b, D, n_bins] action logits at the positions that predict ``tokens`` of ``rows``."""
+        ids = self.tokenizer.to_vocab_ids(tokens[list(rows)].cpu(), self.vocab_size).tolist()
+        seqs = [prompts[r] + a for r, a in zip(rows, ids)]
+        logits = self._forward(seqs, extras, rows, use_cache=False).logits
+        offset = logits.shape[1] - max(len(s) for s in seqs)
+        pos = torch.as_tensor(
+            [[offset + len(prompts[r]) - 1 + j for j in range(self.action_dim)] for r in rows]
+        )
+        pos = pos.to(logits.device)
+        picked = logits.gather(1, pos.unsqueeze(-1).expand(-1, -1, logits.shape[-1]))
+        return self._action_logits(picked)
+
+    def _chunks(self, n: int) -> list[list[int]]:
+        return [list(range(s, min(s + self.micro_batch_size, n))) for s in range(0, n, self.micro_batch_size)]
+
+    # ---------------------------------------------------------------- protocol
+    def sample(
+        self, obs: Observation, instructions: Sequence[str], temperature: float = 1.0
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Sample 7 action tokens per row autoregressively, logits restricted to the action ids.
+
+        Returns:
+            tokens [B, 7] int64 in ``0 .. n_bins - 1`` and their log-probs [B, 7] (no grad, on the CPU).
+        """
+        prompts, extras = self._encode(obs, instructions)
+        b = len(prompts)
+        tokens = torch.zeros((b, self.action_dim), dtype=torch.long)
+        logp = torch.zeros((b, self.action_dim), dtype=torch.float32)
+        self.model.eval()
+        with torch.no_grad():
+            groups: dict[int, list[int]] = {}
+            for r, p in enumerate(prompts):
+                groups.setdefault(len(p) if self.use_cache else 0, []).append(r)
+            for group in groups.values():
+                for s in range(0, len(group), self.micro_batch_size):
+                    rows = group[s : s + self.micro_batch_size]
+                    tk, lp = self._sample_rows(prompts, extras, rows, temperature)
+                    tokens[rows], logp[rows] = tk.cpu(), lp.cpu().float()
+        return tokens, logp
+
+    def _sample_rows(
+        self, prompts: list[list[int]], extras: dict[str, torch.Tensor], rows: list[int], temperature: float
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        out_tok, out_lp = [], []
+        seqs = [list(prompts[r]) for r in rows]
+        if self.use_cache:  # rows share one prompt length: no padding, the KV cache stays aligned
+            out = self._forward(seqs, extras, rows, use_cache=True)
+            past, last = out.past_key_values, out.logits[:, -1]
+            length = out.logits.shape[1]
+        for j in range(self.action_dim):
+            if not self.use_cache:
+                logits = self._forward(seqs, extras, rows, use_cache=False).logits
+                offset = logits.shape[1] - max(len(s) for s in seqs)
+                pos = torch.as_tensor([offset + len(s) - 1 for s in seqs], device=logits.device)
+                last = logits[torch.arange(len(rows), device=logits.device), pos]
+            tk, lp = sample_from_logits(self._action_logits(last), temperature)
+            out_tok.append(tk)
+            out_lp.append(lp)
+            if j == self.action_dim - 1:
+                break
+            ids = self.tokenizer.to_vocab_ids(tk, self.vocab_size)
+            if self.use_cache:
+                length += 1
+                att = torch.ones((len(rows), length), dtype=torch.long, device=ids.device)
+                out = self.model(
+                    input_ids=ids[:, None], attention_mask=att, past_key_values=past, use_cache=True
+                )
+                past, last = out.past_key_values, out.logits[:, -1]
+            else:
+                seqs = [s + [int(i)] for s, i in zip(seqs, ids)]
+        return torch.stack(out_tok, 1), torch.stack(out_lp, 1)
+
+    def log_probs(
+        self, obs: Observation, instructions: Sequence[str], tokens: torch.Tensor, temperature: float = 1.0
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Differentiable log-probs [B, 7] and entropies [B, 7] of ``tokens``, recomputed in micro-batches.
+
+        Note: the graph of every micro-batch is kept until the caller's ``backward``; micro-batches bound the
+        peak of each forward (the [b, T, V] logits), gradient checkpointing bounds the stored activations.
+        """
+        prompts, extras = self._encode(obs, instructions)
+        tokens = check_tokens(tokens, len(prompts), self.action_dim, self.n_bins)
+        self.model.train(self.gradient_checkpointing and torch.is_grad_enabled())
+        lps, ents = [], []
+        for rows in self._chunks(len(prompts)):
+            lp, ent = token_stats(
+                self._teacher_forced_logits(prompts, extras, tokens, rows),
+                tokens[rows].to(self.device),
+                temperature,
+            )
+            lps.append(lp)
+            ents.append(ent)
+        self.model.eval()
+        return torch.cat(lps), torch.cat(ents)
+
+    def ref_log_probs(
+        self, obs: Observation, instructions: Sequence[str], tokens: torch.Tensor, temperature: float = 1.0
+    ) -> torch.Tensor:
+        """Log-probs [B, 7] of ``tokens`` under the base model (the LoRA adapter disabled; no grad)."""
+        ctx = self.model.disable_adapter() if hasattr(self.model, "disable_adapter") else nullcontext()
+        with torch.no_grad(), ctx:
+            return self.log_probs(obs, instructions, tokens, temperature)[0]
+
+    def tokens_to_actions(self, tokens: torch.Tensor | np.ndarray) -> np.ndarray:
+        """Tokens [B, 7] -> actions [B, 7] float32: bin centres in [-1, 1], then ``action_transform`` if set."""
+        actions = self.tokenizer.decode(tokens)
+        return actions if self.action_transform is None else self.action_transform(actions.copy())
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """The LoRA adapter's parameters (the base model is frozen)."""
+        return [p for p in self.model.parameters() if p.requires_grad]
+
+    def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, Any]:  # type: ignore[override]
+        """The adapter weights only (``peft.get_peft_model_state_dict``): checkpoints stay small."""
+        from peft import get_peft_model_state_dict
+
+        return {k: v.detach().cpu() for k, v in get_peft_model_state_dict(self.model).items()}
+
+    def load_state_dict(
+        self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False
+    ) -> Any:  # type: ignore[override]
+        """Restore adapter weights written by :meth:`state_dict`."""
+        from peft import set_peft_model_state_dict
+
+        return set_peft_model_state_dict(self.model, dict(state_dict))
+
+    def save_adapter(self, path: str | os.PathLike) -> Path:
+        """Write the LoRA adapter with ``save_pretrained`` (load it back with ``adapter_path=``)."""
+        self.model.save_pretrained(str(path))
+        return Path(path)
