@@ -1,5 +1,6 @@
 """tgrpo.train: it learns, it logs, every variant runs."""
 
+import importlib.util
 import json
 
 import numpy as np
@@ -52,7 +53,10 @@ def test_outputs_and_metric_names(tmp_path):
         assert name in rows[0] and np.isfinite(rows[0][name]), name
     assert (out / "metrics.csv").read_text().count("\n") == 4
     assert any((out / "tb").iterdir())
-    assert (out / "training_curve.png").stat().st_size > 0
+    if importlib.util.find_spec("matplotlib") is not None:  # the plot is optional (the `plots` extra)
+        assert (out / "training_curve.png").stat().st_size > 0
+    else:
+        assert not (out / "training_curve.png").exists()
     ckpt = tgrpo.load_checkpoint(out / "checkpoint.pt")
     assert ckpt["iteration"] == 2 and ckpt["config"]["iterations"] == 3
     # per-step schedule: one optimizer step per time step of the group
