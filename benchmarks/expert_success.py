@@ -1,7 +1,7 @@
 """Success rate of the scripted expert on the 50 benchmark initial states of each LIBERO-Object task.
 
 Usage:
-    python benchmarks/expert_success.py [--tasks 1-10] [--states 50] [--workers 2]
+    python -m benchmarks.expert_success [--tasks 1-10] [--states 50] [--workers 2]
 
 Writes benchmarks/results/expert_success.{json,md}.
 """
@@ -69,12 +69,12 @@ def main() -> None:
             )
             rows.append(row)
     total = sum(r["successes"] for r in rows) / sum(r["episodes"] for r in rows)
-    write_json("expert_success", {"command": "python benchmarks/expert_success.py " + " ".join(
+    write_json("expert_success", {"command": "python -m benchmarks.expert_success " + " ".join(
         f"--{k} {v}" for k, v in vars(a).items()), "rows": rows, "overall_success_rate": total})
     lines = [
         "# Scripted expert on the LIBERO-Object benchmark initial states",
         "",
-        f"Command: `python benchmarks/expert_success.py --tasks {a.tasks} --states {a.states}`",
+        f"Command: `python -m benchmarks.expert_success --tasks {a.tasks} --states {a.states}`",
         "",
         "| task | instruction | success | mean steps (successes) |",
         "|---|---|---|---|",
