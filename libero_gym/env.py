@@ -247,11 +247,9 @@ class LiberoObjectEnv(gym.Env):
             )
         env = self._libero.env
         self._sim_env = env
-        # We read the state straight from the simulator: switch robosuite's observables off, which
-        # removes most of its per-step Python overhead.
-        for name in list(env._observables):
-            env.modify_observable(observable_name=name, attribute="enabled", modifier=False)
-            env.modify_observable(observable_name=name, attribute="active", modifier=False)
+        # We read the state straight from the simulator: drop robosuite's observables, which it would
+        # otherwise update on every physics substep (safe with hard_reset=False, which never rebuilds them).
+        env._observables = {}
         self._target_name, self._basket_name = env.obj_of_interest[0], env.obj_of_interest[1]
         if self._target_name != self.task.target_body:
             raise RuntimeError(
