@@ -470,8 +470,17 @@ class LiberoObjectEnv(gym.Env):
 
     def _render_camera(self, camera: str, size: tuple[int, int]) -> np.ndarray:
         r = self._renderer(size)
-        r.update_scene(self._data, camera=camera)
+        r.update_scene(self._data, camera=camera, scene_option=self._scene_option())
         return r.render().copy()
+
+    def _scene_option(self):
+        import mujoco
+
+        if getattr(self, "_vopt", None) is None:
+            # As robosuite renders: visual meshes (geom group 1) only, collision meshes (group 0) hidden.
+            self._vopt = mujoco.MjvOption()
+            self._vopt.geomgroup[0] = 0
+        return self._vopt
 
     def render(self) -> np.ndarray | None:
         """Return the agentview camera frame (``render_size``, upright), or None without a render mode."""
