@@ -198,3 +198,12 @@ def test_openvla_action_transform_unnormalises_and_flips_the_gripper(model_dir):
     np.testing.assert_allclose(policy.tokens_to_actions(tokens), f(ActionTokenizer().decode(tokens.numpy())))
     with pytest.raises(ValueError, match="unnorm_key='libero_object'"):
         HFVLAPolicy.from_pretrained(model_dir, dtype="float32", unnorm_key="libero_object")
+
+
+def test_mirror_images_flips_left_right_before_the_processor(model_dir):
+    plain = HFVLAPolicy.from_pretrained(model_dir, dtype="float32")
+    mirrored = HFVLAPolicy.from_pretrained(model_dir, dtype="float32", mirror_images=True)
+    assert not plain.mirror_images  # a LLaVA model: off by default (on for model_type "openvla")
+    images = np.random.default_rng(0).integers(0, 256, (2, 16, 16, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(mirrored._images({"agentview": images}), images[:, :, ::-1])
+    np.testing.assert_array_equal(plain._images({"agentview": images}), images)

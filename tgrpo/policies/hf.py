@@ -216,6 +216,10 @@ class HFVLAPolicy(nn.Module):
         recommended_lr: learning rate used when ``TGRPOConfig.lr`` is None (the paper's 1e-5).
         action_transform: applied by :meth:`tokens_to_actions` to the decoded [B, 7] actions (e.g.
             :func:`openvla_action_transform`); None returns the bin centres in [-1, 1].
+        mirror_images: flip camera images left-right before the processor. ``libero_gym`` gives true
+            (upright) camera views; OpenVLA's LIBERO data and evaluation rotate robosuite's raw images by 180
+            degrees, which is the upright view mirrored left-right. None: on for ``model_type ==
+            "openvla"``, off otherwise.
 
     Raises:
         ValueError: if the tokenizer's ``n_bins`` differs from ``n_bins`` or the vocabulary is too small.
@@ -239,6 +243,7 @@ class HFVLAPolicy(nn.Module):
         tokenizer: ActionTokenizer | None = None,
         recommended_lr: float = HF_RECOMMENDED_LR,
         action_transform: Callable[[np.ndarray], np.ndarray] | None = None,
+        mirror_images: bool | None = None,
     ) -> None:
         super().__init__()
         from peft import PeftModel, get_peft_model
@@ -277,6 +282,7 @@ class HFVLAPolicy(nn.Module):
         self.image_key = image_key
         self.micro_batch_size = int(micro_batch_size)
         self.use_cache = (not is_openvla) if use_cache is None else bool(use_cache)
+        self.mirror_images = is_openvla if mirror_images is None else bool(mirror_images)
         self.gradient_checkpointing = bool(gradient_checkpointing)
 
         if isinstance(model, PeftModel):
@@ -388,6 +394,8 @@ class HFVLAPolicy(nn.Module):
             )
         if images.dtype != np.uint8:
             images = (np.clip(images, 0.0, 1.0) * 255).round().astype(np.uint8)
+        if self.mirror_images:
+            images = np.ascontiguousarray(images[:, :, ::-1])
         return images
 
     def _encode(
