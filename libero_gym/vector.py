@@ -51,8 +51,10 @@ class LiberoAsyncVectorEnv(AsyncVectorEnv):
     def _dead_workers(self) -> list[str]:
         dead = []
         for i, p in enumerate(self.processes):
-            if not p.is_alive():
-                dead.append(f"worker {i} (exit code {p.exitcode})")
+            p.join(timeout=0.5)  # a worker killed a moment ago may not be reaped yet
+            if p.exitcode is not None:
+                hint = " (SIGKILL: often the out-of-memory killer)" if p.exitcode == -9 else ""
+                dead.append(f"worker {i} (exit code {p.exitcode}{hint})")
         return dead
 
     def _guard(self, what: str, fn: Callable[[], Any]) -> Any:
