@@ -1,0 +1,389 @@
+"""The paper's Table 1 on our own runs: SFT vs TGRPO vs step-only vs trajectory-only vs PPO on LIBERO-Object.
+
+Built-in state policy (``tgrpo.MLPTokenPolicy``), the main job's settings (``libero_tgrpo.PipelineConfig``
+defaults) for every task, the paper's alpha per task, 50-episode evaluation on the benchmark states
+(greedy, 280 steps). One *cell* is one (task, method, seed); each is written as one JSON file under
+``--out-dir`` as soon as it finishes, so the work can be done in chunks and resumed: ``run`` skips the cells
+that exist. ``summary`` builds ``benchmarks/results/paper_table.{md,csv,json,png}`` from whatever cells exist,
+side by side with the paper's Table 1.
+
+Usage:
+    python -m benchmarks.paper_table run                       # the full plan, resumable
+    python -m benchmarks.paper_table run --tasks 4 --seeds 0-2  # one chunk
+    python -m benchmarks.paper_table run --max-cells 3          # at most 3 new cells, then stop
+    python -m benchmarks.paper_table list                       # the plan and what is done
+    python -m benchmarks.paper_table summary                    # tables and chart from the finished cells
+
+Default plan: SFT and TGRPO on all ten tasks with seeds 0, 1, 2; step-only, trajectory-only and PPO on
+Tasks 2, 4 and 10 (where the paper's variants differ most) with the same seeds. Every RL cell of a (task,
+seed) starts from the same SFT policy, the one of that (task, seed)'s SFT cell.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from libero_tgrpo.paper import PAPER_PPO_AVERAGE, PAPER_TABLE1
+
+METHOD_ORDER = ("sft", "tgrpo", "step_only", "traj_only", "ppo")
+METHOD_LABELS = {"sft": "SFT", "tgrpo": "TGRPO", "step_only": "step-only", "traj_only": "trajectory-only",
+                 "ppo": "PPO"}
+DEFAULT_OUT = "outputs/paper_table"
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def _ints(text: str) -> list[int]:
+    out: list[int] = []
+    for part in text.split(","):
+        if "-" in part:
+            a, b = part.split("-", 1)
+            out.extend(range(int(a), int(b) + 1))
+        elif part.strip():
+            out.append(int(part))
+    return out
+
+
+def plan(tasks: list[int], seeds: list[int], methods: list[str], ablation_tasks: list[int]) -> list[tuple[int, str, int]]:
+    """The cells to run, in order: per seed and task, SFT first, then the RL methods that apply."""
+    cells = []
+    for seed in seeds:
+        for task in tasks:
+            for method in METHOD_ORDER:
+                if method not in methods:
+                    continue
+                if method in ("step_only", "traj_only", "ppo") and task not in ablation_tasks:
+                    continue
+                cells.append((task, method, seed))
+    return cells
+
+
+def cell_path(out_dir: Path, task: int, method: str, seed: int) -> Path:
+    """JSON file of one cell."""
+    return out_dir / "cells" / f"task{task}_{method}_seed{seed}.json"
+
+
+def _write(path: Path, payload: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2, default=str))
+    os.replace(tmp, path)
+
+
+def run_cell(out_dir: Path, task: int, method: str, seed: int, overrides: dict[str, Any]) -> dict[str, Any]:
+    """Run one cell (SFT + its evaluation, or an RL method from the cell's SFT policy + evaluation)."""
+    import torch
+
+    from libero_tgrpo.pipeline import PipelineConfig, run_demos, run_eval, run_sft, run_train
+    from libero_tgrpo.policies import load_policy
+    from libero_tgrpo.versions import machine, now, versions
+
+    torch.set_num_threads(1)
+    run_dir = out_dir / "runs" / f"task{task}_seed{seed}"
+    cfg = PipelineConfig(task=task, seed=seed, method="tgrpo" if method == "sft" else method,
+                         output_dir=str(run_dir), video=False, **overrides)
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    sft_file = run_dir / "sft" / "policy.pt"
+    if sft_file.is_file():
+        policy, spec, _ = load_policy(sft_file)
+    else:
+        demos, _ = run_demos(cfg)
+        timings["demos"] = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        policy, spec, _ = run_sft(cfg, demos, run_dir / "sft")
+        timings["sft"] = time.perf_counter() - t1
+    extra: dict[str, Any] = {}
+    if method != "sft":
+        t1 = time.perf_counter()
+        result = run_train(cfg, policy, spec, run_dir / method)
+        timings["train"] = time.perf_counter() - t1
+        policy = result.policy
+        hist = result.history
+        extra["train"] = {
+            "iterations": len(hist),
+            "env_steps": hist[-1].get("charts/env_steps") if hist else None,
+            "final_group_success": hist[-1].get("charts/success_rate") if hist else None,
+        }
+    t1 = time.perf_counter()
+    res = run_eval(policy, task, obs_mode=cfg.obs_mode, states=cfg.eval_states, num_envs=cfg.eval_envs,
+                   max_steps=cfg.eval_max_steps, temperature=cfg.eval_temperature, seed=seed, progress=cfg.progress)
+    timings["eval"] = time.perf_counter() - t1
+    timings["total"] = time.perf_counter() - t0
+    return {
+        "task": task,
+        "method": method,
+        "seed": seed,
+        "success_rate": res["summary"]["success_rate"],
+        "summary": res["summary"],
+        "successes_per_state": [int(e["success"]) for e in res["episodes"]],
+        "lengths_per_state": [int(e["length"]) for e in res["episodes"]],
+        "alphas": list(cfg.alphas) if method in ("tgrpo", "step_only", "traj_only") else None,
+        "config": cfg.to_dict(),
+        "timings_s": {k: round(v, 1) for k, v in timings.items()},
+        "versions": versions(),
+        "machine": machine(),
+        "date": now(),
+        **extra,
+    }
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    out_dir = Path(args.out_dir)
+    cells = plan(_ints(args.tasks), _ints(args.seeds), args.methods.split(","), _ints(args.ablation_tasks))
+    overrides: dict[str, Any] = {"progress": not args.quiet}
+    if args.iterations is not None:
+        overrides["iterations"] = args.iterations
+    if args.states is not None:
+        overrides["eval_states"] = tuple(_ints(args.states))
+    todo = [c for c in cells if not cell_path(out_dir, *c).is_file()]
+    print(f"{len(cells)} cells planned, {len(cells) - len(todo)} done, {len(todo)} to run", flush=True)
+    start = time.perf_counter()
+    ran = 0
+    for task, method, seed in todo:
+        if args.max_cells is not None and ran >= args.max_cells:
+            break
+        if args.time_budget_min is not None and time.perf_counter() - start > 60 * args.time_budget_min:
+            print("time budget reached; run the same command again to continue", flush=True)
+            break
+        print(f"--- cell Task{task} {method} seed {seed}", flush=True)
+        try:
+            payload = run_cell(out_dir, task, method, seed, overrides)
+        except Exception as e:  # noqa: BLE001 - a failed cell is recorded and the plan goes on
+            traceback.print_exc()
+            _write(out_dir / "failed" / f"task{task}_{method}_seed{seed}.json",
+                   {"task": task, "method": method, "seed": seed, "error": f"{type(e).__name__}: {e}"})
+            ran += 1
+            continue
+        _write(cell_path(out_dir, task, method, seed), payload)
+        print(f"cell Task{task} {method} seed {seed}: success {100 * payload['success_rate']:.0f}% "
+              f"({payload['timings_s']['total']:.0f}s)", flush=True)
+        ran += 1
+    if not args.no_summary:
+        summarize(out_dir, Path(args.results_dir))
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    out_dir = Path(args.out_dir)
+    cells = plan(_ints(args.tasks), _ints(args.seeds), args.methods.split(","), _ints(args.ablation_tasks))
+    for c in cells:
+        path = cell_path(out_dir, *c)
+        status = "done" if path.is_file() else "todo"
+        extra = f" {100 * json.loads(path.read_text())['success_rate']:.0f}%" if path.is_file() else ""
+        print(f"Task{c[0]:<3} {c[1]:<10} seed {c[2]}: {status}{extra}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------- summary
+def load_cells(out_dir: Path) -> list[dict[str, Any]]:
+    """Every finished cell under ``out_dir``."""
+    return [json.loads(p.read_text()) for p in sorted((out_dir / "cells").glob("*.json"))]
+
+
+def aggregate(cells: list[dict[str, Any]]) -> dict[str, dict[int, dict[str, Any]]]:
+    """``{method: {task: {mean, std, min, max, n, seeds, values}}}`` of success rates in percent."""
+    out: dict[str, dict[int, dict[str, Any]]] = {}
+    for c in cells:
+        out.setdefault(c["method"], {}).setdefault(int(c["task"]), {"values": [], "seeds": []})
+        out[c["method"]][int(c["task"])]["values"].append(100 * c["success_rate"])
+        out[c["method"]][int(c["task"])]["seeds"].append(c["seed"])
+    for per_task in out.values():
+        for stats in per_task.values():
+            v = np.array(stats["values"], dtype=float)
+            stats.update(mean=float(v.mean()), std=float(v.std(ddof=1)) if v.size > 1 else 0.0,
+                         min=float(v.min()), max=float(v.max()), n=int(v.size))
+    return out
+
+
+def _paired_delta(cells: list[dict[str, Any]], a: str, b: str) -> dict[str, Any] | None:
+    """Mean over (task, seed) pairs present for both methods of ``a - b`` (points), and per task."""
+    by = {(c["method"], c["task"], c["seed"]): 100 * c["success_rate"] for c in cells}
+    pairs = [(t, s) for (m, t, s) in by if m == a and (b, t, s) in by]
+    if not pairs:
+        return None
+    diffs = np.array([by[(a, t, s)] - by[(b, t, s)] for t, s in pairs])
+    tasks = sorted({t for t, _ in pairs})
+    per_task = {t: float(np.mean([by[(a, t, s)] - by[(b, t, s)] for tt, s in pairs if tt == t])) for t in tasks}
+    return {"mean": float(diffs.mean()), "std": float(diffs.std(ddof=1)) if diffs.size > 1 else 0.0,
+            "pairs": len(pairs), "tasks": tasks, "per_task": per_task,
+            "mean_over_tasks": float(np.mean(list(per_task.values())))}
+
+
+def summarize(out_dir: Path, results_dir: Path = RESULTS) -> dict[str, Any] | None:
+    """Write ``paper_table.{md,csv,json,png}`` to ``results_dir`` from the cells under ``out_dir``."""
+    cells = load_cells(out_dir)
+    if not cells:
+        print(f"no finished cells under {out_dir}; nothing to summarise", flush=True)
+        return None
+    agg = aggregate(cells)
+    tasks = sorted({int(c["task"]) for c in cells})
+    methods = [m for m in METHOD_ORDER if m in agg]
+    deltas = {f"tgrpo-{b}": _paired_delta(cells, "tgrpo", b) for b in methods if b != "tgrpo"}
+    results_dir.mkdir(parents=True, exist_ok=True)
+
+    # CSV
+    with open(results_dir / "paper_table.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["task", "method", "n_seeds", "seeds", "mean", "std", "min", "max", "values", "paper"])
+        for m in methods:
+            for t in tasks:
+                s = agg[m].get(t)
+                if s is None:
+                    continue
+                paper = PAPER_TABLE1.get(m, {}).get(t, "")
+                w.writerow([t, m, s["n"], " ".join(map(str, s["seeds"])), f"{s['mean']:.1f}", f"{s['std']:.1f}",
+                            f"{s['min']:.0f}", f"{s['max']:.0f}", " ".join(f"{v:.0f}" for v in s["values"]), paper])
+
+    # Markdown
+    def fmt(s: dict[str, Any] | None) -> str:
+        if s is None:
+            return "-"
+        return f"{s['mean']:.1f} ± {s['std']:.1f} ({s['n']})" if s["n"] > 1 else f"{s['mean']:.0f} (1)"
+
+    head = "| method | " + " | ".join(f"T{t}" for t in tasks) + " | avg over these tasks |"
+    sep = "|---" * (len(tasks) + 2) + "|"
+    lines = [
+        "# Table 1 on our runs: LIBERO-Object, built-in state policy",
+        "",
+        "Success rate (%) over the 50 benchmark states (greedy, 280 steps), mean ± standard deviation over "
+        "seeds (number of seeds in brackets). Every RL run of a (task, seed) starts from that seed's SFT policy. "
+        "Paper: OpenVLA-7B, best of several runs (SPEC §4).",
+        "",
+        "## Ours",
+        "",
+        head,
+        sep,
+    ]
+    for m in methods:
+        row = [fmt(agg[m].get(t)) for t in tasks]
+        means = [agg[m][t]["mean"] for t in tasks if t in agg[m]]
+        avg = f"{np.mean(means):.1f}" + ("" if len(means) == len(tasks) else f" ({len(means)} tasks)")
+        lines.append(f"| {METHOD_LABELS[m]} | " + " | ".join(row) + f" | {avg} |")
+    lines += ["", "## Paper (Table 1) on the same tasks", "", head, sep]
+    for m in METHOD_ORDER:
+        if m == "ppo":
+            lines.append("| PPO | " + " | ".join("-" for _ in tasks) + f" | {PAPER_PPO_AVERAGE} (all 10 tasks) |")
+            continue
+        vals = [PAPER_TABLE1[m][t] for t in tasks]
+        lines.append(f"| {METHOD_LABELS[m]} | " + " | ".join(str(v) for v in vals) + f" | {np.mean(vals):.1f} |")
+    lines += ["", "## TGRPO minus each baseline (points, paired by task and seed)", "",
+              "| comparison | mean over pairs | std | pairs | tasks | per task | goal (paper: TGRPO - SFT = +4.6) |",
+              "|---|---|---|---|---|---|---|"]
+    for name, d in deltas.items():
+        if d is None:
+            continue
+        per = ", ".join(f"T{t} {v:+.1f}" for t, v in d["per_task"].items())
+        goal = ("met" if d["mean_over_tasks"] >= 4.6 else "not met") + f" ({d['mean_over_tasks']:+.1f} over tasks)"
+        lines.append(f"| TGRPO - {METHOD_LABELS[name.split('-', 1)[1]]} | {d['mean']:+.1f} | {d['std']:.1f} | "
+                     f"{d['pairs']} | {len(d['tasks'])} | {per} | {goal} |")
+    failed = []
+    for p in sorted((out_dir / "failed").glob("*.json")):
+        f = json.loads(p.read_text())
+        if not cell_path(out_dir, f["task"], f["method"], f["seed"]).is_file():
+            failed.append(f"Task{f['task']} {f['method']} seed {f['seed']} ({f['error']})")
+    if failed:
+        lines += ["", "Failed cells (rerun `run` to retry them): " + "; ".join(failed) + "."]
+    missing_tasks = [t for t in range(1, 11) if t not in tasks]
+    lines += ["", f"Cells finished: {len(cells)}." + (
+        f" Tasks not run yet: {', '.join(f'T{t}' for t in missing_tasks)}." if missing_tasks else ""),
+        "Command: `python -m benchmarks.paper_table run` (resumable), then `python -m benchmarks.paper_table summary`.",
+    ]
+    c0 = cells[0]
+    lines += ["", "Versions: " + ", ".join(f"{k} {v}" for k, v in c0.get("versions", {}).items()),
+              f"Machine: {c0.get('machine', {}).get('cpu_model', '?')} ({c0.get('machine', {}).get('cpu_count')} cores).",
+              "", "![bar chart](paper_table.png)", ""]
+    (results_dir / "paper_table.md").write_text("\n".join(lines))
+
+    payload = {"aggregate": {m: {str(t): s for t, s in v.items()} for m, v in agg.items()}, "deltas": deltas,
+               "cells": [{k: c[k] for k in ("task", "method", "seed", "success_rate", "summary", "alphas",
+                                             "timings_s", "versions", "date") if k in c} for c in cells],
+               "paper_table1": PAPER_TABLE1, "paper_ppo_average": PAPER_PPO_AVERAGE}
+    _write(results_dir / "paper_table.json", payload)
+    _plot(agg, tasks, methods, results_dir / "paper_table.png")
+    print(f"wrote {results_dir / 'paper_table.md'} ({len(cells)} cells)", flush=True)
+    return payload
+
+
+def _plot(agg: dict[str, dict[int, dict[str, Any]]], tasks: list[int], methods: list[str], path: Path) -> None:
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError:
+        print("matplotlib not installed: bar chart skipped", file=sys.stderr)
+        return
+    fig = Figure(figsize=(max(7, 1.8 * len(tasks) + 3), 4.2))
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    width = 0.8 / max(len(methods), 1)
+    x = np.arange(len(tasks))
+    for j, m in enumerate(methods):
+        means = [agg[m][t]["mean"] if t in agg[m] else np.nan for t in tasks]
+        stds = [agg[m][t]["std"] if t in agg[m] else 0 for t in tasks]
+        pos = x - 0.4 + width * (j + 0.5)
+        ax.bar(pos, means, width, yerr=stds, capsize=3, ecolor="dimgray", label=f"{METHOD_LABELS[m]} (ours)")
+        for i, t in enumerate(tasks):
+            if t in agg[m]:
+                ax.scatter([pos[i]] * agg[m][t]["n"], agg[m][t]["values"], s=10, color="black", zorder=3,
+                           label="one seed (ours)" if j == 0 and i == 0 else None)
+        paper = [PAPER_TABLE1.get(m, {}).get(t, np.nan) for t in tasks]
+        ax.scatter(pos, paper, marker="D", s=40, facecolor="white", edgecolor="red", zorder=4,
+                   label="paper (OpenVLA-7B)" if j == 0 else None)
+    ax.set_xticks(x)
+    ax.set_xticklabels([f"Task{t}" for t in tasks])
+    ax.set_ylabel("success rate (%)")
+    ax.set_ylim(0, 105)
+    ax.set_title("LIBERO-Object, built-in state policy (bars: mean ± std over seeds)", fontsize=10)
+    ax.legend(fontsize=7, ncol=2, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(str(path), dpi=100)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.paper_table", description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="command", required=True)
+    for name in ("run", "list"):
+        p = sub.add_parser(name, help="run the missing cells" if name == "run" else "show the plan and what is done")
+        p.add_argument("--tasks", default="1-10", help="tasks (default: %(default)s)")
+        p.add_argument("--seeds", default="0-2", help="seeds (default: %(default)s)")
+        p.add_argument("--methods", default=",".join(METHOD_ORDER), help="methods (default: %(default)s)")
+        p.add_argument("--ablation-tasks", default="2,4,10",
+                       help="tasks of step-only, trajectory-only and PPO (default: %(default)s)")
+        p.add_argument("--out-dir", default=DEFAULT_OUT, help="cells and runs (default: %(default)s)")
+        if name == "run":
+            p.add_argument("--max-cells", type=int, default=None, help="stop after this many new cells")
+            p.add_argument("--time-budget-min", type=float, default=None,
+                           help="start no new cell after this many minutes")
+            p.add_argument("--iterations", type=int, default=None, help="RL iterations (default: the main job's)")
+            p.add_argument("--states", default=None, help="evaluation states (default: all 50)")
+            p.add_argument("--results-dir", default=str(RESULTS), help="where the summary goes (default: %(default)s)")
+            p.add_argument("--no-summary", action="store_true", help="do not rebuild the summary at the end")
+            p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p = sub.add_parser("summary", help="build the tables and the chart from the finished cells")
+    p.add_argument("--out-dir", default=DEFAULT_OUT, help="cells (default: %(default)s)")
+    p.add_argument("--results-dir", default=str(RESULTS), help="where to write (default: %(default)s)")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "run":
+        return cmd_run(args)
+    if args.command == "list":
+        return cmd_list(args)
+    summarize(Path(args.out_dir), Path(args.results_dir))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

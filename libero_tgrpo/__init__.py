@@ -1,0 +1,55 @@
+"""The end-to-end pipeline on LIBERO-Object: demonstrations, SFT, TGRPO, evaluation (uses all three packages).
+
+Command line: ``libero-tgrpo run`` (the main job), ``demos``, ``sft``, ``train``, ``eval``; see
+``docs/pipeline.md``. The Python API mirrors it:
+
+Example:
+    >>> from libero_tgrpo import PipelineConfig, run_main_job  # doctest: +SKIP
+    >>> summary = run_main_job(PipelineConfig(task=4, seed=0))  # doctest: +SKIP
+
+Heavy modules (simulator, torch) are imported on first use of their names.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from libero_tgrpo.paper import PAPER_ALPHAS, PAPER_PPO_AVERAGE, PAPER_TABLE1, paper_alphas
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "DemoSet": "libero_tgrpo.demos",
+    "DEMO_FORMAT_VERSION": "libero_tgrpo.demos",
+    "generate_demos": "libero_tgrpo.demos",
+    "get_demos": "libero_tgrpo.demos",
+    "load_demos": "libero_tgrpo.demos",
+    "save_demos": "libero_tgrpo.demos",
+    "SFTConfig": "libero_tgrpo.sft",
+    "sft": "libero_tgrpo.sft",
+    "token_cross_entropy": "libero_tgrpo.sft",
+    "evaluate_benchmark": "libero_tgrpo.evaluation",
+    "record_video": "libero_tgrpo.evaluation",
+    "make_train_envs": "libero_tgrpo.envs",
+    "make_eval_envs": "libero_tgrpo.envs",
+    "SharedPlacementVectorWrapper": "libero_tgrpo.envs",
+    "build_policy": "libero_tgrpo.policies",
+    "load_policy": "libero_tgrpo.policies",
+    "save_policy": "libero_tgrpo.policies",
+    "METHODS": "libero_tgrpo.pipeline",
+    "PipelineConfig": "libero_tgrpo.pipeline",
+    "run_main_job": "libero_tgrpo.pipeline",
+    "run_demos": "libero_tgrpo.pipeline",
+    "run_sft": "libero_tgrpo.pipeline",
+    "run_train": "libero_tgrpo.pipeline",
+    "run_eval": "libero_tgrpo.pipeline",
+}
+
+__all__ = ["PAPER_ALPHAS", "PAPER_PPO_AVERAGE", "PAPER_TABLE1", "paper_alphas", *sorted(_LAZY)]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'libero_tgrpo' has no attribute {name!r}")

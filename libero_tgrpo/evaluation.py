@@ -1,0 +1,248 @@
+"""Benchmark evaluation: the 50 fixed initial states of a task, 280 steps at most, and rollout videos.
+
+Protocol (LIBERO-Object, as OpenVLA and the TGRPO paper): one episode from each of the task's 50
+benchmark states, each capped at 280 policy steps after the env's 10 warm-up steps; success is LIBERO's own
+predicate (``info["is_success"]``). Decoding is greedy by default (``temperature=0``: the argmax token of
+each action dimension); ``temperature > 0`` samples, seeded.
+
+The sub-envs of a vector env work through the list of states as a queue: a sub-env whose episode ends is
+sent to the next state at its autoreset (``envs.set_attr("next_init_state", ...)``), so no env waits for
+another.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from libero_gym import MAX_EPISODE_STEPS, NUM_INIT_STATES
+from tgrpo.rollout import read_instructions
+
+__all__ = ["evaluate_benchmark", "record_video", "summarize_episodes"]
+
+
+def _read(info: dict[str, Any], key: str, m: int, default: Any = 0) -> np.ndarray:
+    if key not in info:
+        return np.full(m, default)
+    vals = np.asarray(info[key])
+    present = np.asarray(info.get("_" + key, np.ones(m, dtype=bool)), dtype=bool)
+    return np.where(present, vals, default)
+
+
+def _set_init_states(envs: Any, states: list[int | None]) -> None:
+    """Benchmark state of each sub-env's next reset (None: a training placement), through the wrappers."""
+    base = getattr(envs, "unwrapped", envs)
+    base.set_attr("next_init_state", states)
+
+
+def summarize_episodes(episodes: Sequence[dict[str, Any]]) -> dict[str, float]:
+    """Success rate and length statistics of per-episode records (``success``, ``length``, ``max_stage``).
+
+    ``mean_length_success`` is None when no episode succeeded.
+    """
+    succ = np.array([e["success"] for e in episodes], dtype=bool)
+    lengths = np.array([e["length"] for e in episodes], dtype=float)
+    stages = np.array([e.get("max_stage", -1) for e in episodes], dtype=float)
+    return {
+        "success_rate": float(succ.mean()) if succ.size else float("nan"),
+        "successes": int(succ.sum()),
+        "episodes": int(succ.size),
+        "mean_length": float(lengths.mean()) if lengths.size else float("nan"),
+        "mean_length_success": float(lengths[succ].mean()) if succ.any() else None,
+        "mean_max_stage": float(stages.mean()) if stages.size else float("nan"),
+    }
+
+
+def evaluate_benchmark(
+    envs: Any,
+    policy: Any,
+    states: Sequence[int] | None = None,
+    *,
+    max_steps: int = MAX_EPISODE_STEPS,
+    temperature: float = 0.0,
+    seed: int = 0,
+    progress: bool = True,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Evaluate ``policy`` on benchmark initial states, one episode per state.
+
+    Args:
+        envs: a LIBERO-Object vector env (:func:`libero_tgrpo.envs.make_eval_envs`) whose step limit is
+            ``max_steps``; the staged-reward wrapper is optional (it adds ``max_stage`` to the records).
+        policy: a :class:`tgrpo.TokenActionPolicy`.
+        states: benchmark state indices (default: all 50).
+        max_steps: step cap of an episode; the env must truncate there (280 for the registered ids).
+        temperature: 0 for greedy decoding, > 0 to sample.
+        seed: seeds torch's sampler (with ``temperature > 0``) and the env resets.
+        progress: show a tqdm bar over episodes.
+        log: called with a summary line.
+
+    Returns:
+        ``summary`` (:func:`summarize_episodes`), ``episodes`` (one record per state: ``init_state``,
+        ``success``, ``length``, ``max_stage``), ``temperature``, ``max_steps``, ``seed``, ``env_steps``,
+        ``time_s``, ``steps_per_s``.
+
+    Raises:
+        ValueError: for a state outside 0-49, or an env that runs an episode past ``max_steps``.
+    """
+    states = list(range(NUM_INIT_STATES)) if states is None else [int(s) for s in states]
+    bad = [s for s in states if not 0 <= s < NUM_INIT_STATES]
+    if bad or not states:
+        raise ValueError(f"states={bad or states} are not accepted: give benchmark states in 0-{NUM_INIT_STATES - 1}.")
+    if temperature < 0:
+        raise ValueError(f"temperature={temperature!r} is not accepted: 0 (greedy) or > 0 (sampling).")
+    m = int(envs.num_envs)
+    t_start = time.perf_counter()
+    generator_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    queue = list(states)
+    current: list[int | None] = [queue.pop(0) if queue else None for _ in range(m)]
+    _set_init_states(envs, list(current))
+    obs, info = envs.reset(seed=seed)
+    instr = read_instructions(envs, info)
+    steps = np.zeros(m, dtype=int)
+    max_stage = _read(info, "stage", m).astype(int)
+    success = np.zeros(m, dtype=bool)
+    resetting = np.zeros(m, dtype=bool)  # NEXT_STEP autoreset: this step of sub-env i is its reset step
+    records: list[dict[str, Any]] = []
+    env_steps = 0
+    bar = _bar(progress, len(states))
+    try:
+        while any(c is not None for c in current) or resetting.any():
+            with torch.no_grad():
+                tokens, _ = policy.sample(obs, instr, temperature)
+            actions = np.asarray(policy.tokens_to_actions(tokens), dtype=np.float32)
+            obs, _, terminated, truncated, info = envs.step(actions)
+            instr = read_instructions(envs, info, previous=instr)
+            stage = _read(info, "stage", m).astype(int)
+            is_success = _read(info, "is_success", m, False).astype(bool)
+            done = np.asarray(terminated, bool) | np.asarray(truncated, bool)
+            next_states: list[int | None] = [None] * m
+            for i in range(m):
+                if resetting[i]:
+                    # this was sub-env i's reset step: its new episode starts here
+                    resetting[i] = False
+                    steps[i], success[i], max_stage[i] = 0, False, stage[i]
+                    continue
+                if current[i] is None:
+                    continue
+                steps[i] += 1
+                env_steps += 1
+                success[i] |= is_success[i]
+                max_stage[i] = max(max_stage[i], stage[i])
+                if steps[i] > max_steps:
+                    raise ValueError(
+                        f"sub-env {i} ran past max_steps={max_steps} without ending: build the eval env with "
+                        f"max_episode_steps={max_steps} (libero_tgrpo.envs.make_eval_envs)."
+                    )
+                if done[i]:
+                    records.append(
+                        {
+                            "init_state": current[i],
+                            "success": bool(success[i]),
+                            "length": int(steps[i]),
+                            "max_stage": int(max_stage[i]),
+                        }
+                    )
+                    bar.update(1)
+                    current[i] = queue.pop(0) if queue else None
+                    next_states[i] = current[i]
+                    resetting[i] = current[i] is not None
+            if any(s is not None for s in next_states):
+                _set_init_states(envs, next_states)
+    finally:
+        bar.close()
+        torch.random.set_rng_state(generator_state)
+    records.sort(key=lambda r: states.index(r["init_state"]))
+    elapsed = time.perf_counter() - t_start
+    out = {
+        "summary": summarize_episodes(records),
+        "episodes": records,
+        "temperature": float(temperature),
+        "max_steps": int(max_steps),
+        "seed": int(seed),
+        "env_steps": int(env_steps),
+        "time_s": elapsed,
+        "steps_per_s": env_steps / max(elapsed, 1e-9),
+    }
+    if log is not None:
+        s = out["summary"]
+        log(
+            f"eval: success {s['successes']}/{s['episodes']} ({100 * s['success_rate']:.0f}%), mean length "
+            f"{s['mean_length']:.0f}, {env_steps} steps in {elapsed:.1f}s ({out['steps_per_s']:.0f} steps/s)"
+        )
+    return out
+
+
+def record_video(
+    policy: Any,
+    task: int,
+    path: str | Path,
+    *,
+    init_state: int = 0,
+    obs_mode: str = "state",
+    max_steps: int = MAX_EPISODE_STEPS,
+    temperature: float = 0.0,
+    seed: int = 0,
+    fps: int = 20,
+    render_size: int = 256,
+) -> dict[str, Any]:
+    """Roll the policy out from one benchmark state in a single env and write an mp4 of the agentview camera.
+
+    Returns:
+        ``path``, ``init_state``, ``success``, ``length``, ``frames``.
+    """
+    import gymnasium as gym
+    import imageio.v2 as imageio
+
+    from libero_tgrpo.envs import env_id
+
+    env = gym.make(env_id(task), obs_mode=obs_mode, render_mode="rgb_array", render_size=render_size)
+    generator_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        obs, info = env.reset(seed=seed, options={"init_state": int(init_state)})
+        frames = [env.render()]
+        success, length = False, 0
+        for _ in range(max_steps):
+            batched = {k: np.asarray(v)[None] for k, v in obs.items()}
+            with torch.no_grad():
+                tokens, _ = policy.sample(batched, [info.get("instruction", "")], temperature)
+            action = np.asarray(policy.tokens_to_actions(tokens), dtype=np.float32)[0]
+            obs, _, terminated, truncated, info = env.step(action)
+            frames.append(env.render())
+            length += 1
+            success |= bool(info["is_success"])
+            if terminated or truncated:
+                break
+    finally:
+        env.close()
+        torch.random.set_rng_state(generator_state)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    imageio.mimsave(path, [np.asarray(f) for f in frames], fps=fps)
+    return {"path": str(path), "init_state": int(init_state), "success": success, "length": length,
+            "frames": len(frames)}
+
+
+class _NoBar:
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _bar(progress: bool, total: int) -> Any:
+    if not progress:
+        return _NoBar()
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return _NoBar()
+    return tqdm(total=total, desc="eval", unit="ep", dynamic_ncols=True)

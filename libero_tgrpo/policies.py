@@ -1,0 +1,186 @@
+"""Building, saving and loading the token-action policies the pipeline trains.
+
+Three kinds (``--policy`` of the command line):
+
+=================  ==========================================  ==========================================
+kind               policy                                      observation mode of the env
+=================  ==========================================  ==========================================
+``state``          :class:`tgrpo.MLPTokenPolicy` (built-in)    ``"state"`` (29-dim vector)
+``vision``         ``tgrpo.policies.VisionLanguageTokenPolicy``  ``"rgb_state"`` (two cameras + state)
+a path or Hub id   ``tgrpo.policies.HFVLAPolicy`` (LoRA)        ``"rgb"``
+=================  ==========================================  ==========================================
+
+A policy file (``policy.pt``) holds the policy's ``state_dict`` and a *spec*: the kind, the constructor
+arguments, the observation mode, the task and how the weights were made (SFT, TGRPO, ...), so that
+:func:`load_policy` rebuilds the same policy without other information.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import tgrpo
+from libero_tgrpo.versions import now, versions
+
+__all__ = [
+    "POLICY_KINDS",
+    "PolicyFileError",
+    "obs_mode_for",
+    "build_policy",
+    "save_policy",
+    "load_policy",
+    "DEFAULT_STATE_HIDDEN",
+]
+
+POLICY_KINDS = ("state", "vision")
+"""Built-in policy kinds; any other value of ``--policy`` is a Hugging Face model path or Hub id."""
+
+DEFAULT_STATE_HIDDEN = (64, 64)
+"""Hidden layer widths of the built-in state policy."""
+
+POLICY_FILE_VERSION = 1
+"""Version of the ``policy.pt`` layout."""
+
+
+class PolicyFileError(ValueError):
+    """A policy file that is missing or was not written by :func:`save_policy`."""
+
+
+def obs_mode_for(kind: str) -> str:
+    """Observation mode of the env a policy kind reads."""
+    if kind == "state":
+        return "state"
+    if kind == "vision":
+        return "rgb_state"
+    return "rgb"
+
+
+def build_policy(
+    kind: str,
+    observation_space: Any,
+    *,
+    seed: int = 0,
+    hidden: tuple[int, ...] | None = None,
+    **kwargs: Any,
+) -> tuple[Any, dict[str, Any]]:
+    """A fresh policy of ``kind`` for a single-env observation space, and its spec.
+
+    Args:
+        kind: ``"state"``, ``"vision"``, or a Hugging Face model directory / Hub id.
+        observation_space: ``envs.single_observation_space`` (a Dict space of ``libero_gym``).
+        seed: weight initialisation seed.
+        hidden: hidden layer widths (state and vision policies).
+        **kwargs: other constructor arguments of the policy class.
+
+    Returns:
+        ``(policy, spec)``; the spec rebuilds the policy in :func:`load_policy`.
+    """
+    if kind == "state":
+        h = tuple(hidden) if hidden is not None else DEFAULT_STATE_HIDDEN
+        policy = tgrpo.MLPTokenPolicy.from_space(observation_space, hidden=h, seed=seed, **kwargs)
+        spec = {"kind": "state", "obs_dim": policy.obs_dim, "obs_keys": list(policy.obs_keys or ()),
+                "hidden": list(h), **kwargs}
+        return policy, spec
+    if kind == "vision":
+        from tgrpo.policies import VisionLanguageTokenPolicy
+
+        if hidden is not None:
+            kwargs["hidden"] = tuple(hidden)
+        policy = VisionLanguageTokenPolicy.from_space(observation_space, seed=seed, **kwargs)
+        spec = {"kind": "vision", "cameras": list(policy.cameras), "state_dim": policy.state_dim,
+                **{k: list(v) if isinstance(v, tuple) else v for k, v in kwargs.items()}}
+        return policy, spec
+    from tgrpo.policies import HFVLAPolicy
+
+    policy = HFVLAPolicy.from_pretrained(kind, **kwargs)
+    return policy, {"kind": "hf", "path": str(kind), **kwargs}
+
+
+def _rebuild(spec: dict[str, Any]) -> Any:
+    kind = spec.get("kind")
+    args = {k: v for k, v in spec.items() if k != "kind"}
+    if kind == "state":
+        return tgrpo.MLPTokenPolicy(
+            int(args.pop("obs_dim")),
+            hidden=tuple(args.pop("hidden")),
+            obs_keys=tuple(args.pop("obs_keys")) or None,
+            seed=None,
+            **args,
+        )
+    if kind == "vision":
+        from tgrpo.policies import VisionLanguageTokenPolicy
+
+        for key in ("cameras", "channels", "hidden"):
+            if key in args:
+                args[key] = tuple(args[key])
+        return VisionLanguageTokenPolicy(seed=None, **args)
+    if kind == "hf":
+        from tgrpo.policies import HFVLAPolicy
+
+        return HFVLAPolicy.from_pretrained(args.pop("path"), **args)
+    raise PolicyFileError(f"policy spec has kind={kind!r}; accepted kinds are 'state', 'vision' and 'hf'.")
+
+
+def save_policy(policy: Any, spec: dict[str, Any], path: str | os.PathLike, **info: Any) -> Path:
+    """Write a policy file atomically.
+
+    Args:
+        policy: the policy (``state_dict()`` is saved).
+        spec: its spec from :func:`build_policy`.
+        path: file to write.
+        **info: recorded with it (task, obs_mode, stage, seeds, metrics, ...).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "format_version": POLICY_FILE_VERSION,
+        "spec": spec,
+        "state_dict": policy.state_dict(),
+        "info": {**info, "saved": now(), "versions": versions()},
+    }
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def load_policy(path: str | os.PathLike) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+    """Rebuild a policy from a file of :func:`save_policy`, or from a TGRPO ``checkpoint.pt`` beside one.
+
+    Args:
+        path: a ``policy.pt`` of :func:`save_policy`; or a TGRPO run directory / its ``checkpoint.pt``,
+            whose ``init_policy.pt`` (written by ``libero-tgrpo train``) gives the spec.
+
+    Returns:
+        ``(policy, spec, info)``.
+
+    Raises:
+        PolicyFileError: if the file does not exist or is not a policy file.
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / "checkpoint.pt"
+    if not path.is_file():
+        raise PolicyFileError(
+            f"policy file {str(path)!r} does not exist. Give a policy.pt written by `libero-tgrpo sft` or "
+            "`libero-tgrpo train`, or a TGRPO run directory."
+        )
+    payload = torch.load(path, map_location="cpu", weights_only=False)
+    if isinstance(payload, dict) and "spec" in payload and "state_dict" in payload:
+        policy = _rebuild(payload["spec"])
+        policy.load_state_dict(payload["state_dict"])
+        return policy, payload["spec"], payload.get("info", {})
+    if isinstance(payload, dict) and "policy" in payload and "iteration" in payload:
+        init = path.parent / "init_policy.pt"
+        if not init.is_file():
+            raise PolicyFileError(
+                f"{str(path)!r} is a TGRPO checkpoint, but {str(init)!r} (the policy spec) is missing beside it."
+            )
+        policy, spec, info = load_policy(init)
+        policy.load_state_dict(payload["policy"])
+        return policy, spec, {**info, "stage": "tgrpo", "iteration": int(payload["iteration"])}
+    raise PolicyFileError(f"{str(path)!r} is not a policy file written by libero_tgrpo (no 'spec'/'state_dict').")

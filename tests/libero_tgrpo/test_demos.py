@@ -1,0 +1,94 @@
+"""Expert demonstrations: generation on training placements, the .npz format, its version stamp, the cache."""
+
+import json
+
+import numpy as np
+import pytest
+
+from libero_tgrpo.demos import (
+    DEMO_FORMAT_VERSION,
+    DemoFormatError,
+    demos_cache_path,
+    expert_version,
+    get_demos,
+    load_demos,
+    save_demos,
+)
+
+
+def test_demos_are_successful_expert_episodes(demos):
+    assert demos.num_episodes == 3
+    assert demos.num_steps == int(demos.episode_lengths.sum())
+    assert demos.obs["state"].shape == (demos.num_steps, 29)
+    assert demos.actions.shape == (demos.num_steps, 7) and demos.actions.dtype == np.float32
+    assert demos.tokens.shape == (demos.num_steps, 7) and demos.tokens.min() >= 0 and demos.tokens.max() <= 255
+    assert demos.meta["task"] == 4 and "bbq sauce" in demos.instruction
+    assert demos.meta["expert_version"] == expert_version()
+    assert demos.meta["format_version"] == DEMO_FORMAT_VERSION
+    assert "torch" in demos.meta["versions"] and "mujoco" in demos.meta["versions"]
+    # training placements: episode j resets with seed * 100000 + j, never a benchmark state
+    assert demos.episode_seeds.tolist() == [0, 1, 2]
+    assert "never the benchmark states" in demos.meta["placements"]
+
+
+def test_tokens_match_the_actions(demos):
+    from tgrpo import ActionTokenizer
+
+    tok = ActionTokenizer()
+    np.testing.assert_array_equal(demos.tokens, tok.encode(demos.actions))
+    assert np.abs(tok.decode(demos.tokens) - demos.actions).max() <= tok.bin_width / 2 + 1e-6
+
+
+def test_round_trip(demos, tmp_path):
+    path = save_demos(demos, tmp_path / "d.npz")
+    back = load_demos(path)
+    for key in demos.obs:
+        np.testing.assert_array_equal(back.obs[key], demos.obs[key])
+    np.testing.assert_array_equal(back.actions, demos.actions)
+    np.testing.assert_array_equal(back.tokens, demos.tokens)
+    np.testing.assert_array_equal(back.episode_lengths, demos.episode_lengths)
+    assert back.meta == json.loads(json.dumps(demos.meta))
+
+
+def test_subset(demos):
+    one = demos.subset(1)
+    assert one.num_episodes == 1 and one.num_steps == int(demos.episode_lengths[0])
+
+
+def test_cache_is_reused(demo_cache):
+    path = demos_cache_path(demo_cache, 4, 3, 0)
+    assert path.is_file() and expert_version() in path.name
+    mtime = path.stat().st_mtime_ns
+    _, got, cached = get_demos(4, 3, seed=0, cache_dir=demo_cache, progress=False)
+    assert cached and got == path and path.stat().st_mtime_ns == mtime
+
+
+def test_other_format_version_is_rejected(demos, tmp_path):
+    path = save_demos(demos, tmp_path / "d.npz")
+    with np.load(path) as z:
+        arrays = {k: z[k] for k in z.files}
+    meta = json.loads(str(arrays["meta"]))
+    meta["format_version"] = DEMO_FORMAT_VERSION + 1
+    arrays["meta"] = np.array(json.dumps(meta))
+    np.savez(tmp_path / "old.npz", **arrays)
+    with pytest.raises(DemoFormatError, match="format version"):
+        load_demos(tmp_path / "old.npz")
+
+
+def test_missing_and_foreign_files(tmp_path):
+    with pytest.raises(DemoFormatError, match="does not exist"):
+        load_demos(tmp_path / "missing.npz")
+    np.savez(tmp_path / "other.npz", x=np.zeros(3))
+    with pytest.raises(DemoFormatError, match="not a demonstrations file"):
+        load_demos(tmp_path / "other.npz")
+
+
+def test_bad_arguments():
+    from libero_tgrpo.demos import generate_demos
+
+    with pytest.raises(ValueError, match="n=0"):
+        generate_demos(4, 0)
+    with pytest.raises(ValueError, match="noise=-1"):
+        generate_demos(4, 1, noise=-1)
+    with pytest.raises(ValueError, match="1-10"):
+        generate_demos(11, 1)

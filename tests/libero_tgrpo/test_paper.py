@@ -1,0 +1,29 @@
+"""The paper's per-task alphas and the method table."""
+
+import pytest
+
+from libero_tgrpo import PAPER_ALPHAS, PAPER_TABLE1
+from libero_tgrpo.pipeline import method_alphas
+
+
+def test_paper_alphas_cover_all_tasks():
+    assert sorted(PAPER_ALPHAS) == list(range(1, 11))
+    assert PAPER_ALPHAS[4] == (0.35, 0.65) and PAPER_ALPHAS[1] == (10.0, 1.0) and PAPER_ALPHAS[2] == (1.0, 0.1)
+
+
+def test_paper_table_averages():
+    assert sum(PAPER_TABLE1["sft"].values()) / 10 == pytest.approx(86.4)
+    assert sum(PAPER_TABLE1["tgrpo"].values()) / 10 == pytest.approx(91.0)
+
+
+def test_method_alphas():
+    assert method_alphas("tgrpo", 4) == (0.35, 0.65)
+    assert method_alphas("step_only", 1) == (10.0, 0.0)
+    assert method_alphas("traj_only", 1) == (0.0, 1.0)
+    assert method_alphas("tgrpo", 4, alpha1=1.0) == (1.0, 0.65)
+    with pytest.raises(ValueError, match="method='grpo'"):
+        method_alphas("grpo", 4)
+    with pytest.raises(ValueError, match="alpha1=-1.0"):
+        method_alphas("tgrpo", 4, alpha1=-1.0)
+    with pytest.raises(ValueError, match="1-10"):
+        method_alphas("tgrpo", 11)

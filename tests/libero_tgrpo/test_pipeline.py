@@ -1,0 +1,90 @@
+"""A tiny end-to-end run on the real env: demos -> SFT -> TGRPO (2 iterations) -> evaluation, and resume."""
+
+import json
+
+import pytest
+import torch
+
+from libero_tgrpo.cli import main
+from libero_tgrpo.pipeline import PipelineConfig, run_main_job
+from libero_tgrpo.policies import load_policy
+
+
+def _tiny(tmp_path, demo_cache, **kw):
+    base = dict(
+        output_dir=str(tmp_path / "main"),
+        num_demos=3,
+        demo_cache=str(demo_cache),
+        hidden=(32, 32),
+        sft_epochs=3,
+        num_envs=2,
+        iterations=2,
+        max_steps=8,
+        eval_states=(0, 1),
+        eval_max_steps=10,
+        video=False,
+        progress=False,
+    )
+    base.update(kw)
+    return PipelineConfig(**base)
+
+
+def test_tiny_main_job_end_to_end(tmp_path, demo_cache):
+    threads = torch.get_num_threads()
+    try:
+        summary = run_main_job(_tiny(tmp_path, demo_cache))
+    finally:
+        torch.set_num_threads(threads)
+    out = tmp_path / "main"
+    for name in ("config.json", "sft/policy.pt", "sft/sft_metrics.jsonl", "eval_sft.json", "tgrpo/metrics.jsonl",
+                 "tgrpo/checkpoint.pt", "tgrpo/policy.pt", "eval_tgrpo.json", "results.md", "summary.json"):
+        assert (out / name).is_file(), name
+    assert summary["alphas"] == [0.35, 0.65] and summary["seed"] == 0
+    assert set(summary["timings_s"]) >= {"demos", "sft", "eval_sft", "tgrpo", "eval_tgrpo", "total"}
+    assert summary["eval"]["sft"]["episodes"] == 2 and summary["eval"]["tgrpo"]["episodes"] == 2
+    assert "mujoco" in summary["versions"]
+    rows = [json.loads(line) for line in (out / "tgrpo/metrics.jsonl").read_text().splitlines()]
+    assert [r["iteration"] for r in rows] == [0, 1]
+    assert "| SFT |" in (out / "results.md").read_text()
+    policy, spec, info = load_policy(out / "tgrpo/policy.pt")
+    assert spec["kind"] == "state" and info["stage"] == "tgrpo"
+
+    # resume: every stage is on disk, TGRPO continues to 3 iterations from its checkpoint
+    summary2 = run_main_job(_tiny(tmp_path, demo_cache, resume=True, iterations=3))
+    rows = [json.loads(line) for line in (out / "tgrpo/metrics.jsonl").read_text().splitlines()]
+    assert [r["iteration"] for r in rows] == [0, 1, 2]
+    assert summary2["eval"]["sft"] == summary["eval"]["sft"]
+
+
+def test_cli_stages(tmp_path, demo_cache, capsys):
+    common = ["--task", "4", "--quiet", "--num-demos", "3", "--demo-cache", str(demo_cache)]
+    assert main(["demos", *common, "--out", str(tmp_path / "d.npz")]) == 0
+    assert main(["sft", "--task", "4", "--quiet", "--demos", str(tmp_path / "d.npz"), "--hidden", "16",
+                 "--sft-epochs", "2", "--output-dir", str(tmp_path / "sft")]) == 0
+    assert main(["train", "--task", "4", "--quiet", "--init", str(tmp_path / "sft/policy.pt"), "--num-envs", "2",
+                 "--iterations", "1", "--max-steps", "5", "--method", "traj_only",
+                 "--output-dir", str(tmp_path / "train")]) == 0
+    assert main(["eval", str(tmp_path / "train"), "--quiet", "--states", "0-1", "--eval-max-steps", "5",
+                 "--output-dir", str(tmp_path / "eval")]) == 0
+    res = json.loads((tmp_path / "eval/eval.json").read_text())
+    assert res["summary"]["episodes"] == 2 and res["policy_info"]["stage"] == "tgrpo"
+    assert (tmp_path / "train/init_policy.pt").is_file() and (tmp_path / "train/policy.pt").is_file()
+    assert '"success_rate"' in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("kw,needle", [({"num_envs": 1}, "num_envs=1"), ({"task": 0}, "1-10"),
+                                       ({"eval_states": (60,)}, "0-49"), ({"method": "grpo"}, "method='grpo'")])
+def test_bad_config(kw, needle):
+    with pytest.raises(ValueError, match=needle):
+        PipelineConfig(**kw)
+
+
+@pytest.mark.slow
+@pytest.mark.render
+def test_vision_policy_through_the_same_pipeline(tmp_path):
+    pytest.importorskip("tgrpo.policies")
+    summary = run_main_job(_tiny(tmp_path, tmp_path / "demos", policy="vision", num_demos=2, sft_epochs=1,
+                                 hidden=(32,), iterations=1, max_steps=4, eval_max_steps=4, eval_states=(0,)))
+    assert summary["policy"] == "vision" and summary["eval"]["tgrpo"]["episodes"] == 1
+    _, spec, info = load_policy(tmp_path / "main/tgrpo/policy.pt")
+    assert spec["kind"] == "vision" and info["obs_mode"] == "rgb_state"
