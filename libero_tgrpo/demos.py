@@ -43,6 +43,7 @@ from typing import Any
 
 import numpy as np
 
+from libero_tgrpo.progress import progress_bar
 from libero_tgrpo.versions import versions
 
 __all__ = [
@@ -210,7 +211,7 @@ def generate_demos(
     jobs = [(seed * EPISODE_SEED_STRIDE + j, float(noise), int(max_steps)) for j in range(max_episodes)]
     kept: list[dict[str, Any]] = []
     attempts = 0
-    bar = _bar(progress, n, f"demos Task{task_obj.task_id}")
+    bar = progress_bar(progress, n, f"demos Task{task_obj.task_id}", "demo")
     ctx = mp.get_context("forkserver")
     with ctx.Pool(processes=workers, initializer=_worker_init, initargs=(task_obj.task_id, obs_mode)) as pool:
         for rec in pool.imap(_expert_episode, jobs, chunksize=1):
@@ -366,21 +367,3 @@ def get_demos(
                            progress=progress, log=log)
     save_demos(demos, path)
     return demos, path, False
-
-
-class _NoBar:
-    def update(self, n: int = 1) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-def _bar(progress: bool, total: int, desc: str) -> Any:
-    if not progress:
-        return _NoBar()
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:
-        return _NoBar()
-    return tqdm(total=total, desc=desc, unit="demo", dynamic_ncols=True)

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from libero_gym import MAX_EPISODE_STEPS, NUM_INIT_STATES
+from libero_tgrpo.progress import progress_bar
 from tgrpo.rollout import read_instructions
 
 __all__ = ["evaluate_benchmark", "record_video", "summarize_episodes"]
@@ -111,7 +112,7 @@ def evaluate_benchmark(
     resetting = np.zeros(m, dtype=bool)  # NEXT_STEP autoreset: this step of sub-env i is its reset step
     records: list[dict[str, Any]] = []
     env_steps = 0
-    bar = _bar(progress, len(states))
+    bar = progress_bar(progress, len(states), "eval", "ep")
     try:
         while any(c is not None for c in current) or resetting.any():
             with torch.no_grad():
@@ -228,21 +229,3 @@ def record_video(
     imageio.mimsave(path, [np.asarray(f) for f in frames], fps=fps)
     return {"path": str(path), "init_state": int(init_state), "success": success, "length": length,
             "frames": len(frames)}
-
-
-class _NoBar:
-    def update(self, n: int = 1) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-def _bar(progress: bool, total: int) -> Any:
-    if not progress:
-        return _NoBar()
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:
-        return _NoBar()
-    return tqdm(total=total, desc="eval", unit="ep", dynamic_ncols=True)

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from libero_tgrpo.demos import DemoSet
+from libero_tgrpo.progress import progress_bar
 
 __all__ = ["SFTConfig", "sft", "token_cross_entropy", "demo_tokens", "freeze_reference"]
 
@@ -118,7 +119,7 @@ def sft(
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     rng = np.random.default_rng(cfg.seed)
     history: list[dict[str, float]] = []
-    bar = _bar(progress, cfg.epochs)
+    bar = progress_bar(progress, cfg.epochs, "sft", "epoch")
     for epoch in range(cfg.epochs):
         t0 = time.perf_counter()
         order = rng.permutation(demos.num_steps)
@@ -173,21 +174,3 @@ def freeze_reference(policy: Any) -> bool:
         ref.requires_grad_(False)
         return True
     return False
-
-
-class _NoBar:
-    def update(self, n: int = 1) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-def _bar(progress: bool, total: int) -> Any:
-    if not progress:
-        return _NoBar()
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:
-        return _NoBar()
-    return tqdm(total=total, desc="sft", unit="epoch", dynamic_ncols=True)
