@@ -159,3 +159,17 @@ class ActionTokenizer:
         ``n_bins - 1 - j``; flip the sliced logits to index them by action token.
         """
         return slice(vocab_size - self.n_bins, vocab_size)
+
+
+def resolve_tokenizer(tokenizer: ActionTokenizer | None, n_bins: int) -> ActionTokenizer:
+    """The policy's tokenizer: ``tokenizer`` if given (it must have ``n_bins`` bins), else OpenVLA's default.
+
+    Raises:
+        ValueError: if ``tokenizer.n_bins`` differs from ``n_bins``.
+    """
+    tokenizer = tokenizer or ActionTokenizer(n_bins=n_bins)
+    if tokenizer.n_bins != n_bins:
+        raise ValueError(
+            f"tokenizer has n_bins={tokenizer.n_bins} but the policy has n_bins={n_bins}; they must match."
+        )
+    return tokenizer

@@ -41,7 +41,7 @@ from torch import nn
 
 from tgrpo.policies._common import check_instructions, check_tokens, sample_from_logits, token_stats
 from tgrpo.policy import Observation
-from tgrpo.tokenizer import ACTION_DIM, N_BINS, ActionTokenizer
+from tgrpo.tokenizer import ACTION_DIM, N_BINS, ActionTokenizer, resolve_tokenizer
 
 #: OpenVLA's prompt (``{instruction}`` is lower-cased, as in OpenVLA's LIBERO evaluation).
 OPENVLA_PROMPT = "In: What action should the robot take to {instruction}?\nOut:"
@@ -254,12 +254,7 @@ class HFVLAPolicy(nn.Module):
             raise ValueError(f"micro_batch_size={micro_batch_size} must be a positive integer.")
         self.action_dim = int(action_dim)
         self.n_bins = int(n_bins)
-        self.tokenizer = tokenizer or ActionTokenizer(n_bins=n_bins)
-        if self.tokenizer.n_bins != self.n_bins:
-            raise ValueError(
-                f"tokenizer has n_bins={self.tokenizer.n_bins} but the policy has n_bins={self.n_bins}; "
-                "they must match."
-            )
+        self.tokenizer = resolve_tokenizer(tokenizer, self.n_bins)
         self.recommended_lr = float(recommended_lr)
         self.action_transform = action_transform
         self.processor = processor

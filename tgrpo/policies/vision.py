@@ -34,7 +34,7 @@ from torch import nn
 
 from tgrpo.policies._common import check_instructions, check_tokens, sample_from_logits, token_stats
 from tgrpo.policy import ORDINAL_SCALE, Observation
-from tgrpo.tokenizer import ACTION_DIM, N_BINS, ActionTokenizer
+from tgrpo.tokenizer import ACTION_DIM, N_BINS, ActionTokenizer, resolve_tokenizer
 
 #: Learning rate that works for ``VisionLanguageTokenPolicy`` with AdamW (used when ``TGRPOConfig.lr`` is None).
 VISION_RECOMMENDED_LR = 1e-3
@@ -229,12 +229,7 @@ class VisionLanguageTokenPolicy(nn.Module):
         self.text_buckets = int(text_buckets)
         self.action_dim = int(action_dim)
         self.n_bins = int(n_bins)
-        self.tokenizer = tokenizer or ActionTokenizer(n_bins=n_bins)
-        if self.tokenizer.n_bins != self.n_bins:
-            raise ValueError(
-                f"tokenizer has n_bins={self.tokenizer.n_bins} but the policy has n_bins={self.n_bins}; "
-                "they must match."
-            )
+        self.tokenizer = resolve_tokenizer(tokenizer, self.n_bins)
         self.ordinal_scale = float(ordinal_scale)
         extra = 2 if self.ordinal_scale > 0 else 0
         gen_state = torch.random.get_rng_state()
