@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from tgrpo.tokenizer import ACTION_DIM, N_BINS, ActionTokenizer
+from tgrpo.tokenizer import ACTION_DIM, N_BINS, ActionTokenizer, resolve_tokenizer
 
 Observation = np.ndarray | Mapping[str, np.ndarray]
 
@@ -183,9 +183,7 @@ class MLPTokenPolicy(nn.Module):
         self.action_dim = int(action_dim)
         self.n_bins = int(n_bins)
         self.obs_keys = None if obs_keys is None else tuple(obs_keys)
-        self.tokenizer = tokenizer or ActionTokenizer(n_bins=n_bins)
-        if self.tokenizer.n_bins != self.n_bins:
-            raise ValueError(f"tokenizer has {self.tokenizer.n_bins} bins but n_bins={n_bins}.")
+        self.tokenizer = resolve_tokenizer(tokenizer, self.n_bins)
         gen_state = torch.random.get_rng_state()
         if seed is not None:
             torch.manual_seed(seed)

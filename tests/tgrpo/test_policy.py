@@ -7,6 +7,7 @@ from gymnasium import spaces
 from tgrpo_fakes import make_vec_env
 
 from tgrpo.policy import MLPTokenPolicy, TokenActionPolicy, flatten_observation
+from tgrpo.tokenizer import ActionTokenizer
 
 
 @pytest.fixture
@@ -90,3 +91,8 @@ def test_seeded_construction_is_reproducible():
     a, b = MLPTokenPolicy(5, seed=3), MLPTokenPolicy(5, seed=3)
     for pa, pb in zip(a.state_dict().values(), b.state_dict().values(), strict=True):
         assert torch.equal(pa, pb)
+
+
+def test_tokenizer_with_other_bin_count_is_rejected():
+    with pytest.raises(ValueError, match="n_bins=64 but the policy has n_bins=256"):
+        MLPTokenPolicy(29, tokenizer=ActionTokenizer(n_bins=64))
