@@ -160,6 +160,8 @@ def _add_train_args(p: argparse.ArgumentParser, d: Any) -> None:
                    help="weight of the step advantage (default: the paper's per-task value: " + _alpha_help() + ")")
     g.add_argument("--alpha2", type=_nonneg_float("--alpha2"), default=None,
                    help="weight of the trajectory advantage (default: the paper's per-task value)")
+    g.add_argument("--raw-alphas", action="store_true",
+                   help="use alpha1 and alpha2 as given; by default the pair is divided by its sum, keeping its ratio")
     g.add_argument("--num-envs", type=_int_at_least("--num-envs", 2, " (a TGRPO group compares >= 2 envs)"),
                    default=d.num_envs, help="group size M, parallel envs (default: %(default)s)")
     g.add_argument("--iterations", type=_int_at_least("--iterations", 1), default=d.iterations,
@@ -279,7 +281,7 @@ def _config(args: argparse.Namespace, **over: Any) -> Any:
     fields = PipelineConfig.__dataclass_fields__
     kw: dict[str, Any] = {}
     mapping = {"states": "eval_states", "independent_placements": None, "no_video": None, "quiet": None,
-               "demos": "demos_path"}
+               "demos": "demos_path", "raw_alphas": None}
     for k, v in vars(args).items():
         name = mapping.get(k, k)
         if name in fields:
@@ -288,6 +290,8 @@ def _config(args: argparse.Namespace, **over: Any) -> Any:
         kw["shared_placement"] = False
     if getattr(args, "no_video", False):
         kw["video"] = False
+    if getattr(args, "raw_alphas", False):
+        kw["normalize_alphas"] = False
     kw["progress"] = not getattr(args, "quiet", False)
     kw.update(over)
     return PipelineConfig(**kw)

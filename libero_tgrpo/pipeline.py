@@ -57,14 +57,27 @@ METHODS = ("tgrpo", "step_only", "traj_only", "ppo")
 _LABELS = {"tgrpo": "TGRPO", "step_only": "step-only", "traj_only": "trajectory-only", "ppo": "PPO"}
 
 
-def method_alphas(method: str, task: int, alpha1: float | None = None, alpha2: float | None = None) -> tuple[float, float]:
+def method_alphas(
+    method: str,
+    task: int,
+    alpha1: float | None = None,
+    alpha2: float | None = None,
+    normalize: bool = True,
+) -> tuple[float, float]:
     """``(alpha1, alpha2)`` of a method on a task: the paper's per-task values unless given.
 
-    ``step_only`` sets ``alpha2 = 0`` and ``traj_only`` sets ``alpha1 = 0``; the other weight keeps its
-    (paper or given) value. PPO does not use them.
+    With ``normalize`` (the default) the pair is divided by ``alpha1 + alpha2``: the paper's *ratio* is
+    kept and the fused advantage has the same scale on every task. The paper's raw pairs differ in scale by
+    up to 15x (Task3: 10 and 5; Task4: 0.35 and 0.65), and with one learning rate and KL weight for all tasks
+    the large pairs overpower the KL penalty: with the raw pair (10, 1), TGRPO on Task1 drifted to a
+    reference KL of about 9 and fell from 28% (SFT) to 0% (``docs/pipeline.md``). Pairs that already sum to
+    1 (Tasks 4, 5, 6, 9 and 10) are unchanged.
+
+    ``step_only`` then sets ``alpha2 = 0`` and ``traj_only`` sets ``alpha1 = 0``; the other weight keeps its
+    value, as in the paper's ablations. PPO does not use them.
 
     Raises:
-        ValueError: for an unknown method or a negative weight.
+        ValueError: for an unknown method, a negative weight, or two zero weights.
     """
     if method not in METHODS:
         raise ValueError(f"method={method!r} is not accepted: choose one of {', '.join(METHODS)}.")
@@ -74,6 +87,14 @@ def method_alphas(method: str, task: int, alpha1: float | None = None, alpha2: f
     for name, v in (("alpha1", a1), ("alpha2", a2)):
         if not np.isfinite(v) or v < 0:
             raise ValueError(f"{name}={v!r} is not accepted: it must be a finite number >= 0.")
+    if a1 + a2 <= 0:
+        raise ValueError(
+            f"alpha1={a1!r} and alpha2={a2!r} are not accepted: at least one must be > 0 (with both 0 the "
+            "advantage is 0 and the policy does not learn); use --method step_only or traj_only for ablations."
+        )
+    if normalize:
+        total = a1 + a2
+        a1, a2 = a1 / total, a2 / total
     if method == "step_only":
         a2 = 0.0
     elif method == "traj_only":
@@ -129,6 +150,8 @@ class PipelineConfig:
     """Weight of the step advantage (None: the paper's value for the task, ``libero_tgrpo.PAPER_ALPHAS``)."""
     alpha2: float | None = None
     """Weight of the trajectory advantage (None: the paper's value for the task)."""
+    normalize_alphas: bool = True
+    """Divide ``(alpha1, alpha2)`` by their sum, keeping their ratio (see :func:`method_alphas`)."""
     num_envs: int = 8
     """Group size M: parallel envs per TGRPO group (>= 2)."""
     iterations: int = 30
@@ -179,7 +202,7 @@ class PipelineConfig:
         self.task = get_task(self.task).task_id
         if self.method not in METHODS:
             raise ValueError(f"method={self.method!r} is not accepted: choose one of {', '.join(METHODS)}.")
-        method_alphas(self.method, self.task, self.alpha1, self.alpha2)
+        method_alphas(self.method, self.task, self.alpha1, self.alpha2, self.normalize_alphas)
         if not isinstance(self.num_envs, int) or self.num_envs < 2:
             raise ValueError(
                 f"num_envs={self.num_envs!r} is not accepted: a TGRPO group needs at least 2 parallel envs "
@@ -206,7 +229,7 @@ class PipelineConfig:
     @property
     def alphas(self) -> tuple[float, float]:
         """``(alpha1, alpha2)`` of the method on the task."""
-        return method_alphas(self.method, self.task, self.alpha1, self.alpha2)
+        return method_alphas(self.method, self.task, self.alpha1, self.alpha2, self.normalize_alphas)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable form."""

@@ -16,11 +16,28 @@ def test_paper_table_averages():
     assert sum(PAPER_TABLE1["tgrpo"].values()) / 10 == pytest.approx(91.0)
 
 
-def test_method_alphas():
-    assert method_alphas("tgrpo", 4) == (0.35, 0.65)
-    assert method_alphas("step_only", 1) == (10.0, 0.0)
-    assert method_alphas("traj_only", 1) == (0.0, 1.0)
-    assert method_alphas("tgrpo", 4, alpha1=1.0) == (1.0, 0.65)
+def test_method_alphas_raw():
+    assert method_alphas("tgrpo", 4, normalize=False) == (0.35, 0.65)
+    assert method_alphas("step_only", 1, normalize=False) == (10.0, 0.0)
+    assert method_alphas("traj_only", 1, normalize=False) == (0.0, 1.0)
+    assert method_alphas("tgrpo", 4, alpha1=1.0, normalize=False) == (1.0, 0.65)
+
+
+def test_method_alphas_normalized_keep_the_paper_ratio():
+    # Pairs that sum to 1 are returned bit for bit, so runs made before normalisation stay valid.
+    for task in (4, 5, 6, 9, 10):
+        assert method_alphas("tgrpo", task) == PAPER_ALPHAS[task]
+        assert method_alphas("step_only", task) == (PAPER_ALPHAS[task][0], 0.0)
+    a1, a2 = method_alphas("tgrpo", 1)
+    assert a1 + a2 == pytest.approx(1.0) and a1 / a2 == pytest.approx(10.0)
+    assert method_alphas("step_only", 1) == (pytest.approx(10 / 11), 0.0)
+    assert method_alphas("traj_only", 3) == (0.0, pytest.approx(5 / 15))
+    assert method_alphas("tgrpo", 4, alpha1=3.0, alpha2=1.0) == (0.75, 0.25)
+    with pytest.raises(ValueError, match="at least one must be > 0"):
+        method_alphas("tgrpo", 4, alpha1=0.0, alpha2=0.0)
+
+
+def test_method_alphas_errors():
     with pytest.raises(ValueError, match="method='grpo'"):
         method_alphas("grpo", 4)
     with pytest.raises(ValueError, match="alpha1=-1.0"):

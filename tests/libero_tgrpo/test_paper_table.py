@@ -46,3 +46,16 @@ def test_summary_from_partial_cells(tmp_path):
 
 def test_summary_without_cells(tmp_path):
     assert paper_table.summarize(tmp_path / "none", tmp_path / "results") is None
+
+
+def test_raw_alpha_cells_are_reported_apart(tmp_path):
+    out, res = tmp_path / "cells", tmp_path / "results"
+    _cell(out, 1, "sft", 0, 0.28)
+    _cell(out, 1, "tgrpo", 0, 0.40)
+    raw = out / paper_table.RAW_ALPHA_DIR / "task1_tgrpo_seed0.json"
+    raw.parent.mkdir(parents=True)
+    raw.write_text(json.dumps({"task": 1, "method": "tgrpo", "seed": 0, "success_rate": 0.0, "alphas": [10.0, 1.0]}))
+    payload = paper_table.summarize(out, res)
+    assert payload["aggregate"]["tgrpo"]["1"]["values"] == [40.0]  # the raw-alpha cell is not in the table
+    assert payload["raw_alpha_cells"][0]["success_rate"] == 0.0
+    assert "| T1 | TGRPO | 0 | 10, 1 | 0 | 28 |" in (res / "paper_table.md").read_text()
