@@ -221,8 +221,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_args(p, d)
     _add_eval_args(p, d)
     p.add_argument("--no-video", action="store_true", help="skip the rollout video")
-    p.add_argument("--record", action="store_true",
-                   help="also write benchmarks/results/main_job.{json,md,png}")
+    p.add_argument("--record", nargs="?", const="main_job", default=None, metavar="NAME",
+                   help="also write benchmarks/results/NAME.{json,md,png} (NAME default: main_job)")
 
     p = sub.add_parser(
         "demos",
@@ -301,7 +301,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from libero_tgrpo.pipeline import run_main_job
 
     cfg = _config(args)
-    summary = run_main_job(cfg, record=args.record)
+    summary = run_main_job(cfg, record=args.record or False)
     print(f"results: {Path(cfg.output_dir) / 'results.md'}")
     return 0 if summary else 1
 

@@ -41,6 +41,8 @@ __all__ = [
     "METHODS",
     "PipelineConfig",
     "method_alphas",
+    "command_line",
+    "record_run",
     "run_demos",
     "run_sft",
     "run_train",
@@ -456,13 +458,14 @@ def before_after_table(rows: Sequence[tuple[str, dict[str, Any]]], task: int, pa
 
 
 # ---------------------------------------------------------------------------------------------- main job
-def run_main_job(cfg: PipelineConfig, record: bool = False, say: Callable[[str], None] = _say) -> dict[str, Any]:
+def run_main_job(cfg: PipelineConfig, record: bool | str = False, say: Callable[[str], None] = _say) -> dict[str, Any]:
     """Demonstrations -> SFT -> evaluation -> TGRPO -> evaluation; prints and writes the before/after table.
 
     Writes under ``cfg.output_dir``: ``config.json``, ``sft/`` (policy, SFT metrics), ``eval_sft.json``,
     ``tgrpo/`` (metrics.jsonl, checkpoint, policy, training_curve.png), ``eval_tgrpo.json``,
     ``training_curve.png`` (training curve and the before/after success), ``rollout_tgrpo.mp4``, ``results.md`` and ``summary.json`` (versions, seeds,
-    timings). With ``record=True`` also ``benchmarks/results/main_job.{json,md,png}``.
+    timings). With ``record=True`` also ``benchmarks/results/main_job.{json,md,png}`` (a string: that
+    name instead of ``main_job``; see :func:`record_run`).
 
     Returns:
         The summary dict.
@@ -611,15 +614,71 @@ def run_main_job(cfg: PipelineConfig, record: bool = False, say: Callable[[str],
     (out / "results.md").write_text(md)
     print("\n" + table + "\n\n" + verdict + "\n" + _timings_line(timings), flush=True)
     if record:
-        from libero_tgrpo.paths import results_dir
-
-        rdir = results_dir()
-        _write_json(rdir / "main_job.json", summary)
-        (rdir / "main_job.md").write_text(md.replace("(training_curve.png)", "(main_job.png)"))
-        if (out / "training_curve.png").is_file():
-            shutil.copyfile(out / "training_curve.png", rdir / "main_job.png")
-        say(f"recorded to {rdir / 'main_job.md'}")
+        record_run(out, "main_job" if record is True else str(record), say=say)
     return summary
+
+
+def record_run(out_dir: str | os.PathLike, name: str = "main_job", say: Callable[[str], None] = _say) -> Path:
+    """Copy a finished run's results to ``benchmarks/results/<name>.{json,md,png}``.
+
+    Args:
+        out_dir: the run's ``output_dir`` (it holds ``summary.json`` and ``training_curve.png``).
+        name: base name of the files; letters, digits, ``_`` and ``-`` only.
+
+    Raises:
+        ValueError: on a bad name. FileNotFoundError: if the run has no ``summary.json``.
+    """
+    from libero_tgrpo.paths import results_dir
+
+    if not name or not all(ch.isalnum() or ch in "_-" for ch in name):
+        raise ValueError(f"record name {name!r} is not accepted: use letters, digits, '_' and '-' only.")
+    out = Path(out_dir)
+    if not (out / "summary.json").is_file():
+        raise FileNotFoundError(f"{out / 'summary.json'} does not exist: run the job to the end first.")
+    summary = json.loads((out / "summary.json").read_text())
+    fields = {f.name for f in dataclasses.fields(PipelineConfig)}
+    cfg = PipelineConfig(**{k: v for k, v in summary["config"].items() if k in fields})
+    verdict_table = (out / "results.md").read_text() if (out / "results.md").is_file() else ""
+    rdir = results_dir()
+    _write_json(rdir / f"{name}.json", summary)
+    md = _results_markdown(cfg, summary, _table_from(verdict_table), _verdict_from(verdict_table))
+    (rdir / f"{name}.md").write_text(md.replace("(training_curve.png)", f"({name}.png)"))
+    if (out / "training_curve.png").is_file():
+        shutil.copyfile(out / "training_curve.png", rdir / f"{name}.png")
+    say(f"recorded to {rdir / (name + '.md')}")
+    return rdir / f"{name}.md"
+
+
+def _table_from(md: str) -> str:
+    return "\n".join(line for line in md.splitlines() if line.startswith("|"))
+
+
+def _verdict_from(md: str) -> str:
+    return next((line for line in md.splitlines() if " changed the success rate by " in line), "")
+
+
+_FLAG_NAMES = {"eval_states": "--states", "demos_path": "--demos"}
+_FLAG_SWITCHES = {("normalize_alphas", False): "--raw-alphas", ("shared_placement", False): "--independent-placements",
+                  ("video", False): "--no-video", ("progress", False): "--quiet", ("resume", True): "--resume"}
+
+
+def command_line(cfg: PipelineConfig) -> str:
+    """The ``libero-tgrpo run`` command that gives ``cfg``: the options that differ from the defaults."""
+    default = PipelineConfig()
+    parts = ["libero-tgrpo run"]
+    for f in dataclasses.fields(PipelineConfig):
+        value, base = getattr(cfg, f.name), getattr(default, f.name)
+        if value == base or f.name == "extra":
+            continue
+        if (f.name, value) in _FLAG_SWITCHES:
+            parts.append(_FLAG_SWITCHES[(f.name, value)])
+            continue
+        if isinstance(value, tuple):
+            value = ",".join(str(v) for v in value)
+            if f.name == "eval_states" and value == ",".join(map(str, range(NUM_INIT_STATES))):
+                continue
+        parts.append(f"{_FLAG_NAMES.get(f.name, '--' + f.name.replace('_', '-'))} {value}")
+    return " ".join(parts)
 
 
 def _timings_line(timings: dict[str, float]) -> str:
@@ -629,10 +688,10 @@ def _timings_line(timings: dict[str, float]) -> str:
 def _results_markdown(cfg: PipelineConfig, summary: dict[str, Any], table: str, verdict: str) -> str:
     v = summary["versions"]
     m = summary["machine"]
-    cmd = "libero-tgrpo run" + ("" if cfg.seed == 0 else f" --seed {cfg.seed}")
+    cmd = command_line(cfg)
     return "\n".join(
         [
-            f"# Main job: SFT vs {_LABELS[cfg.method]} on LiberoObject-Task{cfg.task}",
+            f"# SFT vs {_LABELS[cfg.method]} on LiberoObject-Task{cfg.task}, {cfg.policy} policy",
             "",
             f"Command: `{cmd}` (task {cfg.task}, policy {cfg.policy}, seed {cfg.seed}, "
             f"alpha1={cfg.alphas[0]:g}, alpha2={cfg.alphas[1]:g}).",

@@ -82,3 +82,30 @@ def test_missing_policy_file_is_a_clear_error(tmp_path, capsys):
         main(["eval", str(tmp_path / "policy.pt"), "--quiet"])
     assert e.value.code == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [
+    [],
+    ["--policy", "vision", "--sft-epochs", "30", "--iterations", "10", "--output-dir", "outputs/v"],
+    ["--task", "1", "--seed", "2", "--raw-alphas", "--alpha1", "3", "--states", "0,3,7", "--hidden", "64,32",
+     "--independent-placements", "--no-video", "--method", "traj_only", "--lr", "3e-05"],
+])
+def test_command_line_reproduces_the_config(argv):
+    import shlex
+
+    from libero_tgrpo.cli import _config
+    from libero_tgrpo.pipeline import command_line
+
+    cfg = _config(build_parser().parse_args(["run", *argv]))
+    cmd = command_line(cfg)
+    assert cmd.startswith("libero-tgrpo run")
+    again = _config(build_parser().parse_args(shlex.split(cmd)[1:]))
+    assert again == cfg
+    if not argv:
+        assert cmd == "libero-tgrpo run"
+
+
+def test_record_name_option():
+    assert build_parser().parse_args(["run"]).record is None
+    assert build_parser().parse_args(["run", "--record"]).record == "main_job"
+    assert build_parser().parse_args(["run", "--record", "vision_task4"]).record == "vision_task4"

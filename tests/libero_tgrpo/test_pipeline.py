@@ -29,7 +29,7 @@ def _tiny(tmp_path, demo_cache, **kw):
     return PipelineConfig(**base)
 
 
-def test_tiny_main_job_end_to_end(tmp_path, demo_cache):
+def test_tiny_main_job_end_to_end(tmp_path, demo_cache, monkeypatch):
     threads = torch.get_num_threads()
     try:
         summary = run_main_job(_tiny(tmp_path, demo_cache))
@@ -48,6 +48,18 @@ def test_tiny_main_job_end_to_end(tmp_path, demo_cache):
     assert "| SFT |" in (out / "results.md").read_text()
     policy, spec, info = load_policy(out / "tgrpo/policy.pt")
     assert spec["kind"] == "state" and info["stage"] == "tgrpo"
+
+    # recording a finished run under a name, with the command that reproduces it
+    import libero_tgrpo.paths
+    from libero_tgrpo.pipeline import record_run
+
+    monkeypatch.setattr(libero_tgrpo.paths, "results_dir", lambda: tmp_path / "results")
+    (tmp_path / "results").mkdir()
+    md = record_run(out, "tiny_job", say=lambda m: None).read_text()
+    assert "| SFT |" in md and "changed the success rate by" in md and "--num-envs 2" in md
+    assert json.loads((tmp_path / "results/tiny_job.json").read_text())["seed"] == 0
+    with pytest.raises(ValueError, match="record name"):
+        record_run(out, "../x")
 
     # resume: every stage is on disk, TGRPO continues to 3 iterations from its checkpoint
     summary2 = run_main_job(_tiny(tmp_path, demo_cache, resume=True, iterations=3))
