@@ -229,7 +229,9 @@ class LiberoObjectEnv(gym.Env):
 
     # ------------------------------------------------------------------ simulator
     def _make_sim(self) -> None:
-        with contextlib.redirect_stdout(io.StringIO()):
+        from libero_gym.model_cache import use_model_cache
+
+        with contextlib.redirect_stdout(io.StringIO()), use_model_cache():
             from libero.libero import benchmark, get_libero_path
             from libero.libero.envs.env_wrapper import ControlEnv
 
