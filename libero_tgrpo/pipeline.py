@@ -619,7 +619,7 @@ def run_main_job(cfg: PipelineConfig, record: bool | str = False, say: Callable[
 
 
 def record_run(out_dir: str | os.PathLike, name: str = "main_job", say: Callable[[str], None] = _say) -> Path:
-    """Copy a finished run's results to ``benchmarks/results/<name>.{json,md,png}``.
+    """Copy a finished run's results to ``benchmarks/results/<name>.{json,md,png,mp4}``.
 
     Args:
         out_dir: the run's ``output_dir`` (it holds ``summary.json`` and ``training_curve.png``).
@@ -645,6 +645,13 @@ def record_run(out_dir: str | os.PathLike, name: str = "main_job", say: Callable
     (rdir / f"{name}.md").write_text(md.replace("(training_curve.png)", f"({name}.png)"))
     if (out / "training_curve.png").is_file():
         shutil.copyfile(out / "training_curve.png", rdir / f"{name}.png")
+    video = summary.get("video") or {}
+    if video.get("path") and Path(video["path"]).is_file():
+        shutil.copyfile(video["path"], rdir / f"{name}.mp4")
+        with open(rdir / f"{name}.md", "a") as f:
+            f.write(f"\nRollout video of the final policy (greedy, benchmark state {video.get('init_state')}, "
+                    f"{'success' if video.get('success') else 'failure'} in {video.get('length')} steps): "
+                    f"[{name}.mp4]({name}.mp4)\n")
     say(f"recorded to {rdir / (name + '.md')}")
     return rdir / f"{name}.md"
 
