@@ -271,7 +271,7 @@ def summarize(out_dir: Path, results_dir: Path = RESULTS) -> dict[str, Any] | No
     for m in methods:
         row = [fmt(agg[m].get(t)) for t in tasks]
         means = [agg[m][t]["mean"] for t in tasks if t in agg[m]]
-        avg = f"{np.mean(means):.1f}" + ("" if len(means) == len(tasks) else f" ({len(means)} tasks)")
+        avg = f"{np.mean(means):.1f}" + ("" if len(means) == len(tasks) else f" ({len(means)} task{'s' if len(means) > 1 else ''})")
         lines.append(f"| {METHOD_LABELS[m]} | " + " | ".join(row) + f" | {avg} |")
     lines += ["", "## Paper (Table 1) on the same tasks", "", head, sep]
     for m in METHOD_ORDER:
