@@ -43,6 +43,7 @@ def test_cache_hit_is_the_compiled_model_bit_for_bit(tmp_path, monkeypatch):
 
 
 def test_corrupt_cache_file_is_replaced(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # MuJoCo logs the bad header to ./MUJOCO_LOG.TXT
     monkeypatch.setenv("LIBERO_GYM_MODEL_CACHE", str(tmp_path))
     path = tmp_path / f"{model_cache.model_cache_key(SMALL_XML)}.mjb"
     path.write_bytes(b"not a model")
