@@ -573,14 +573,9 @@ def run_main_job(cfg: PipelineConfig, record: bool | str = False, say: Callable[
             f"{video['length']} steps)")
     timings["total"] = round(time.perf_counter() - t_job, 2)
 
-    # 7. table and summary
-    table = before_after_table([("SFT", eval_sft), (name, eval_rl)], cfg.task)
+    # 7. summary and table
     before, after = eval_sft["summary"]["success_rate"], eval_rl["summary"]["success_rate"]
     delta = 100 * (after - before)
-    verdict = (
-        f"{name} changed the success rate by {delta:+.0f} points "
-        f"({100 * before:.0f}% -> {100 * after:.0f}%) on {len(cfg.eval_states)} benchmark states of Task{cfg.task}."
-    )
     summary = {
         "task": cfg.task,
         "instruction": task.instruction,
@@ -610,8 +605,8 @@ def run_main_job(cfg: PipelineConfig, record: bool | str = False, say: Callable[
         "date": now(),
     }
     _write_json(out / "summary.json", summary)
-    md = _results_markdown(cfg, summary, table, verdict)
-    (out / "results.md").write_text(md)
+    (out / "results.md").write_text(_results_markdown(cfg, summary))
+    table, verdict = _table_and_verdict(cfg, summary)
     print("\n" + table + "\n\n" + verdict + "\n" + _timings_line(timings), flush=True)
     if record:
         record_run(out, "main_job" if record is True else str(record), say=say)
@@ -638,30 +633,31 @@ def record_run(out_dir: str | os.PathLike, name: str = "main_job", say: Callable
     summary = json.loads((out / "summary.json").read_text())
     fields = {f.name for f in dataclasses.fields(PipelineConfig)}
     cfg = PipelineConfig(**{k: v for k, v in summary["config"].items() if k in fields})
-    verdict_table = (out / "results.md").read_text() if (out / "results.md").is_file() else ""
     rdir = results_dir()
     _write_json(rdir / f"{name}.json", summary)
-    md = _results_markdown(cfg, summary, _table_from(verdict_table), _verdict_from(verdict_table))
-    (rdir / f"{name}.md").write_text(md.replace("(training_curve.png)", f"({name}.png)"))
+    md = _results_markdown(cfg, summary).replace("(training_curve.png)", f"({name}.png)")
     if (out / "training_curve.png").is_file():
         shutil.copyfile(out / "training_curve.png", rdir / f"{name}.png")
     video = summary.get("video") or {}
     if video.get("path") and Path(video["path"]).is_file():
         shutil.copyfile(video["path"], rdir / f"{name}.mp4")
-        with open(rdir / f"{name}.md", "a") as f:
-            f.write(f"\nRollout video of the final policy (greedy, benchmark state {video.get('init_state')}, "
-                    f"{'success' if video.get('success') else 'failure'} in {video.get('length')} steps): "
-                    f"[{name}.mp4]({name}.mp4)\n")
+        md = md.replace(Path(video["path"]).name, f"{name}.mp4")
+    (rdir / f"{name}.md").write_text(md)
     say(f"recorded to {rdir / (name + '.md')}")
     return rdir / f"{name}.md"
 
 
-def _table_from(md: str) -> str:
-    return "\n".join(line for line in md.splitlines() if line.startswith("|"))
-
-
-def _verdict_from(md: str) -> str:
-    return next((line for line in md.splitlines() if " changed the success rate by " in line), "")
+def _table_and_verdict(cfg: PipelineConfig, summary: dict[str, Any]) -> tuple[str, str]:
+    """The before/after table and the one-line verdict of a run, from its summary."""
+    name = _LABELS[cfg.method]
+    ev = summary["eval"]
+    table = before_after_table([("SFT", {"summary": ev["sft"]}), (name, {"summary": ev[cfg.method]})], cfg.task)
+    before, after = summary["success_rate"]["sft"], summary["success_rate"][cfg.method]
+    verdict = (
+        f"{name} changed the success rate by {100 * (after - before):+.0f} points "
+        f"({100 * before:.0f}% -> {100 * after:.0f}%) on {len(cfg.eval_states)} benchmark states of Task{cfg.task}."
+    )
+    return table, verdict
 
 
 _FLAG_NAMES = {"eval_states": "--states", "demos_path": "--demos"}
@@ -692,10 +688,18 @@ def _timings_line(timings: dict[str, float]) -> str:
     return "timings: " + ", ".join(f"{k} {v:.0f}s" for k, v in timings.items())
 
 
-def _results_markdown(cfg: PipelineConfig, summary: dict[str, Any], table: str, verdict: str) -> str:
+def _results_markdown(cfg: PipelineConfig, summary: dict[str, Any]) -> str:
     v = summary["versions"]
     m = summary["machine"]
     cmd = command_line(cfg)
+    table, verdict = _table_and_verdict(cfg, summary)
+    video = summary.get("video") or {}
+    video_line = (
+        [f"Rollout video of the final policy (greedy, benchmark state {video.get('init_state')}, "
+         f"{'success' if video.get('success') else 'failure'} in {video.get('length')} steps): "
+         f"[{Path(video['path']).name}]({Path(video['path']).name})", ""]
+        if video.get("path") else []
+    )
     return "\n".join(
         [
             f"# SFT vs {_LABELS[cfg.method]} on LiberoObject-Task{cfg.task}, {cfg.policy} policy",
@@ -722,5 +726,6 @@ def _results_markdown(cfg: PipelineConfig, summary: dict[str, Any], table: str, 
             "",
             "![training curve](training_curve.png)",
             "",
+            *video_line,
         ]
     )
