@@ -19,7 +19,7 @@ import subprocess
 import sys
 import tempfile
 
-from benchmarks._common import RESULTS, write_json
+from benchmarks._common import RESULTS, parse_ints, write_json
 
 _PROBE = r"""
 import json, time
@@ -44,20 +44,13 @@ def probe(task: int, cache: str) -> dict[str, float]:
     return json.loads(line[len("RESULT "):])
 
 
-def _tasks(text: str) -> list[int]:
-    if "-" in text:
-        a, b = text.split("-")
-        return list(range(int(a), int(b) + 1))
-    return [int(t) for t in text.split(",")]
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tasks", default="4,1", help="tasks, e.g. 4,1 or 1-10 (default: %(default)s)")
     args = p.parse_args(argv)
     rows = []
     with tempfile.TemporaryDirectory() as cache:
-        for task in _tasks(args.tasks):
+        for task in parse_ints(args.tasks):
             off = probe(task, "off")
             cold = probe(task, cache)
             warm = probe(task, cache)

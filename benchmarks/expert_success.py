@@ -14,7 +14,7 @@ from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 
-from benchmarks._common import RESULTS, write_json
+from benchmarks._common import RESULTS, parse_ints, write_json
 
 
 def _run_task(args: tuple[int, int]) -> dict:
@@ -45,20 +45,13 @@ def _run_task(args: tuple[int, int]) -> dict:
     }
 
 
-def _parse_tasks(text: str) -> list[int]:
-    if "-" in text:
-        a, b = text.split("-")
-        return list(range(int(a), int(b) + 1))
-    return [int(t) for t in text.split(",")]
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tasks", default="1-10", help="task numbers, e.g. '1-10' or '2,4,10'")
     ap.add_argument("--states", type=int, default=50, help="benchmark initial states per task (max 50)")
     ap.add_argument("--workers", type=int, default=2, help="parallel processes")
     a = ap.parse_args()
-    tasks = _parse_tasks(a.tasks)
+    tasks = parse_ints(a.tasks)
     rows = []
     with ProcessPoolExecutor(a.workers) as pool:
         for row in pool.map(_run_task, [(t, a.states) for t in tasks]):

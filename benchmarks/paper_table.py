@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks._common import parse_ints
 from libero_tgrpo.paper import PAPER_PPO_AVERAGE, PAPER_TABLE1
 
 METHOD_ORDER = ("sft", "tgrpo", "step_only", "traj_only", "ppo")
@@ -42,17 +43,6 @@ DEFAULT_OUT = "outputs/paper_table"
 RAW_ALPHA_DIR = "raw_alpha_cells"
 """Cells run with the paper's raw (not normalised) alpha pairs, under ``--out-dir``; reported apart."""
 RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def _ints(text: str) -> list[int]:
-    out: list[int] = []
-    for part in text.split(","):
-        if "-" in part:
-            a, b = part.split("-", 1)
-            out.extend(range(int(a), int(b) + 1))
-        elif part.strip():
-            out.append(int(part))
-    return out
 
 
 def plan(tasks: list[int], seeds: list[int], methods: list[str], ablation_tasks: list[int]) -> list[tuple[int, str, int]]:
@@ -141,12 +131,12 @@ def run_cell(out_dir: Path, task: int, method: str, seed: int, overrides: dict[s
 
 def cmd_run(args: argparse.Namespace) -> int:
     out_dir = Path(args.out_dir)
-    cells = plan(_ints(args.tasks), _ints(args.seeds), args.methods.split(","), _ints(args.ablation_tasks))
+    cells = plan(parse_ints(args.tasks), parse_ints(args.seeds), args.methods.split(","), parse_ints(args.ablation_tasks))
     overrides: dict[str, Any] = {"progress": not args.quiet}
     if args.iterations is not None:
         overrides["iterations"] = args.iterations
     if args.states is not None:
-        overrides["eval_states"] = tuple(_ints(args.states))
+        overrides["eval_states"] = tuple(parse_ints(args.states))
     todo = [c for c in cells if not cell_path(out_dir, *c).is_file()]
     print(f"{len(cells)} cells planned, {len(cells) - len(todo)} done, {len(todo)} to run", flush=True)
     start = time.perf_counter()
@@ -177,7 +167,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_list(args: argparse.Namespace) -> int:
     out_dir = Path(args.out_dir)
-    cells = plan(_ints(args.tasks), _ints(args.seeds), args.methods.split(","), _ints(args.ablation_tasks))
+    cells = plan(parse_ints(args.tasks), parse_ints(args.seeds), args.methods.split(","), parse_ints(args.ablation_tasks))
     for c in cells:
         path = cell_path(out_dir, *c)
         status = "done" if path.is_file() else "todo"
@@ -207,9 +197,14 @@ def aggregate(cells: list[dict[str, Any]]) -> dict[str, dict[int, dict[str, Any]
     return out
 
 
+def _rates(cells: list[dict[str, Any]]) -> dict[tuple[str, int, int], float]:
+    """``{(method, task, seed): success rate in percent}`` of the cells."""
+    return {(c["method"], c["task"], c["seed"]): 100 * c["success_rate"] for c in cells}
+
+
 def _paired_delta(cells: list[dict[str, Any]], a: str, b: str) -> dict[str, Any] | None:
     """Mean over (task, seed) pairs present for both methods of ``a - b`` (points), and per task."""
-    by = {(c["method"], c["task"], c["seed"]): 100 * c["success_rate"] for c in cells}
+    by = _rates(cells)
     pairs = [(t, s) for (m, t, s) in by if m == a and (b, t, s) in by]
     if not pairs:
         return None
@@ -299,7 +294,7 @@ def summarize(out_dir: Path, results_dir: Path = RESULTS) -> dict[str, Any] | No
         lines += ["", "Failed cells (rerun `run` to retry them): " + "; ".join(failed) + "."]
     raw = [json.loads(p.read_text()) for p in sorted((out_dir / RAW_ALPHA_DIR).glob("*.json"))]
     if raw:
-        by = {(c["method"], c["task"], c["seed"]): 100 * c["success_rate"] for c in cells}
+        by = _rates(cells)
         lines += ["", "## With the paper's raw α (not normalised)", "",
                   "Kept for the record; not in the tables above. Same settings otherwise.", "",
                   "| task | method | seed | α1, α2 | success | SFT of the same seed |", "|---|---|---|---|---|---|"]

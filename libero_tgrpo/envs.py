@@ -133,12 +133,5 @@ def make_eval_envs(
         vectorization: ``"async"`` or ``"sync"``.
         **env_kwargs: passed to the env.
     """
-    envs = gym.make_vec(
-        env_id(task),
-        num_envs=num_envs,
-        vectorization=vectorization,
-        obs_mode=obs_mode,
-        max_episode_steps=max_episode_steps,
-        **env_kwargs,
-    )
-    return StagedRewardVectorWrapper(envs, mode="staged")
+    return make_train_envs(task, num_envs, obs_mode=obs_mode, shared_placement=False, reward_mode="staged",
+                           max_episode_steps=max_episode_steps, vectorization=vectorization, **env_kwargs)
