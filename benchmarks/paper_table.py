@@ -105,6 +105,7 @@ def run_cell(out_dir: Path, task: int, method: str, seed: int, overrides: dict[s
             "iterations": len(hist),
             "env_steps": hist[-1].get("charts/env_steps") if hist else None,
             "final_group_success": hist[-1].get("charts/success_rate") if hist else None,
+            **train_diagnostics(hist),
         }
     t1 = time.perf_counter()
     res = run_eval(policy, task, obs_mode=cfg.obs_mode, states=cfg.eval_states, num_envs=cfg.eval_envs,
@@ -127,6 +128,39 @@ def run_cell(out_dir: Path, task: int, method: str, seed: int, overrides: dict[s
         "date": now(),
         **extra,
     }
+
+
+def train_diagnostics(history: list[dict[str, Any]]) -> dict[str, float]:
+    """What an RL run's log says about its stability: policy entropy at the start and at its highest, the
+    largest and the last KL to the SFT policy, and the sampled group's success over the last 5 iterations."""
+    if not history:
+        return {}
+
+    def col(key: str) -> list[float]:
+        return [float(h[key]) for h in history if h.get(key) is not None]
+
+    ent, kl, succ = col("losses/entropy"), col("losses/ref_kl"), col("charts/success_rate")
+    out: dict[str, float] = {}
+    if ent:
+        out.update(entropy_first=ent[0], entropy_max=max(ent))
+    if kl:
+        out.update(ref_kl_max=max(kl), ref_kl_last=kl[-1])
+    if succ:
+        out["group_success_last5"] = float(np.mean(succ[-5:]))
+    return out
+
+
+def _cell_diagnostics(out_dir: Path, cell: dict[str, Any]) -> dict[str, float]:
+    """The cell's training diagnostics, from the cell or (cells written before they were recorded) from the
+    run's ``metrics.jsonl`` when it is still on disk."""
+    train = cell.get("train") or {}
+    if "entropy_max" in train:
+        return {k: train[k] for k in ("entropy_first", "entropy_max", "ref_kl_max", "ref_kl_last",
+                                      "group_success_last5") if k in train}
+    log = out_dir / "runs" / f"task{cell['task']}_seed{cell['seed']}" / cell["method"] / "metrics.jsonl"
+    if not log.is_file():
+        return {}
+    return train_diagnostics([json.loads(line) for line in log.read_text().splitlines() if line.strip()])
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -292,9 +326,29 @@ def summarize(out_dir: Path, results_dir: Path = RESULTS) -> dict[str, Any] | No
             failed.append(f"Task{f['task']} {f['method']} seed {f['seed']} ({f['error']})")
     if failed:
         lines += ["", "Failed cells (rerun `run` to retry them): " + "; ".join(failed) + "."]
+    by = _rates(cells)
+    diagnostics = {f"task{c['task']}_{c['method']}_seed{c['seed']}": _cell_diagnostics(out_dir, c)
+                   for c in cells if c["method"] != "sft"}
+    drops = sorted((c for c in cells if c["method"] != "sft" and ("sft", c["task"], c["seed"]) in by
+                    and 100 * c["success_rate"] < by[("sft", c["task"], c["seed"])]),
+                   key=lambda c: (METHOD_ORDER.index(c["method"]), c["task"], c["seed"]))
+    if drops:
+        rl = [c for c in cells if c["method"] != "sft" and ("sft", c["task"], c["seed"]) in by]
+        lines += ["", "## RL runs that ended below their SFT policy", "",
+                  f"{len(drops)} of {len(rl)} RL runs. Entropy is the policy's mean per-token entropy (nats) on "
+                  "the sampled rollouts, KL the estimate of KL to the SFT policy in the loss, group success the "
+                  "sampled (not greedy) success over the last 5 iterations; all from the run's training log.", "",
+                  "| task | method | seed | SFT | after RL | entropy first → max | KL to SFT max / last | "
+                  "group success, last 5 |", "|---|---|---|---|---|---|---|---|"]
+        for c in drops:
+            d = diagnostics[f"task{c['task']}_{c['method']}_seed{c['seed']}"]
+            ent = f"{d['entropy_first']:.2f} → {d['entropy_max']:.2f}" if "entropy_max" in d else "-"
+            kl = f"{d['ref_kl_max']:.2f} / {d['ref_kl_last']:.2f}" if "ref_kl_max" in d else "-"
+            gs = f"{100 * d['group_success_last5']:.0f}%" if "group_success_last5" in d else "-"
+            lines.append(f"| T{c['task']} | {METHOD_LABELS[c['method']]} | {c['seed']} | "
+                         f"{by[('sft', c['task'], c['seed'])]:.0f} | {100 * c['success_rate']:.0f} | {ent} | {kl} | {gs} |")
     raw = [json.loads(p.read_text()) for p in sorted((out_dir / RAW_ALPHA_DIR).glob("*.json"))]
     if raw:
-        by = _rates(cells)
         lines += ["", "## With the paper's raw α (not normalised)", "",
                   "Kept for the record; not in the tables above. Same settings otherwise.", "",
                   "| task | method | seed | α1, α2 | success | SFT of the same seed |", "|---|---|---|---|---|---|"]
@@ -317,6 +371,7 @@ def summarize(out_dir: Path, results_dir: Path = RESULTS) -> dict[str, Any] | No
     payload = {"aggregate": {m: {str(t): s for t, s in v.items()} for m, v in agg.items()}, "deltas": deltas,
                "cells": [{k: c[k] for k in ("task", "method", "seed", "success_rate", "summary", "alphas",
                                              "timings_s", "versions", "date") if k in c} for c in cells],
+               "train_diagnostics": diagnostics,
                "raw_alpha_cells": [{k: c[k] for k in ("task", "method", "seed", "success_rate", "alphas", "date")
                                     if k in c} for c in raw],
                "paper_table1": PAPER_TABLE1, "paper_ppo_average": PAPER_PPO_AVERAGE}

@@ -59,3 +59,32 @@ def test_raw_alpha_cells_are_reported_apart(tmp_path):
     assert payload["aggregate"]["tgrpo"]["1"]["values"] == [40.0]  # the raw-alpha cell is not in the table
     assert payload["raw_alpha_cells"][0]["success_rate"] == 0.0
     assert "| T1 | TGRPO | 0 | 10, 1 | 0 | 28 |" in (res / "paper_table.md").read_text()
+
+
+def test_train_diagnostics_of_a_history():
+    hist = [{"losses/entropy": 2.0, "losses/ref_kl": 0.1, "charts/success_rate": 0.5},
+            {"losses/entropy": 5.0, "losses/ref_kl": 3.0, "charts/success_rate": 0.0},
+            {"losses/entropy": 3.0, "losses/ref_kl": 1.0, "charts/success_rate": 0.25}]
+    d = paper_table.train_diagnostics(hist)
+    assert d == {"entropy_first": 2.0, "entropy_max": 5.0, "ref_kl_max": 3.0, "ref_kl_last": 1.0,
+                 "group_success_last5": pytest.approx(0.25)}
+    assert paper_table.train_diagnostics([]) == {}
+
+
+def test_runs_below_their_sft_policy_are_listed_with_their_training_log(tmp_path):
+    out, res = tmp_path / "cells", tmp_path / "results"
+    _cell(out, 2, "sft", 1, 0.84)
+    _cell(out, 2, "tgrpo", 1, 0.30)  # below its SFT policy
+    _cell(out, 2, "sft", 0, 0.78)
+    _cell(out, 2, "tgrpo", 0, 0.82)  # above: not listed
+    log = out / "runs" / "task2_seed1" / "tgrpo" / "metrics.jsonl"
+    log.parent.mkdir(parents=True)
+    log.write_text("\n".join(json.dumps({"iteration": i, "losses/entropy": e, "losses/ref_kl": k,
+                                         "charts/success_rate": 0.125})
+                             for i, (e, k) in enumerate([(2.7, 0.1), (3.2, 0.9), (2.8, 0.3)])))
+    payload = paper_table.summarize(out, res)
+    md = (res / "paper_table.md").read_text()
+    assert "1 of 2 RL runs" in md
+    assert "| T2 | TGRPO | 1 | 84 | 30 | 2.70 → 3.20 | 0.90 / 0.30 | 12% |" in md
+    assert "| T2 | TGRPO | 0 |" not in md
+    assert payload["train_diagnostics"]["task2_tgrpo_seed0"] == {}  # no log on disk for it
