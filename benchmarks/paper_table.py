@@ -167,8 +167,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     out_dir = Path(args.out_dir)
     cells = plan(parse_ints(args.tasks), parse_ints(args.seeds), args.methods.split(","), parse_ints(args.ablation_tasks))
     overrides: dict[str, Any] = {"progress": not args.quiet}
-    if args.iterations is not None:
-        overrides["iterations"] = args.iterations
+    for key in ("iterations", "lr", "kl_beta"):
+        if getattr(args, key) is not None:
+            overrides[key] = getattr(args, key)
+    changed = sorted(set(overrides) - {"progress"})
+    if changed and out_dir.resolve() == Path(DEFAULT_OUT).resolve():
+        raise SystemExit(f"--out-dir is the table's own ({DEFAULT_OUT}) but {', '.join(changed)} differ from the "
+                         "table's settings; give these runs their own --out-dir (and --results-dir)")
     if args.states is not None:
         overrides["eval_states"] = tuple(parse_ints(args.states))
     todo = [c for c in cells if not cell_path(out_dir, *c).is_file()]
@@ -432,6 +437,9 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--time-budget-min", type=float, default=None,
                            help="start no new cell after this many minutes")
             p.add_argument("--iterations", type=int, default=None, help="RL iterations (default: the main job's)")
+            p.add_argument("--lr", type=float, default=None, help="RL learning rate (default: the main job's)")
+            p.add_argument("--kl-beta", type=float, default=None,
+                           help="weight of the KL penalty to the SFT policy (default: the main job's)")
             p.add_argument("--states", default=None, help="evaluation states (default: all 50)")
             p.add_argument("--results-dir", default=str(RESULTS), help="where the summary goes (default: %(default)s)")
             p.add_argument("--no-summary", action="store_true", help="do not rebuild the summary at the end")

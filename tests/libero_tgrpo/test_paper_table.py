@@ -88,3 +88,10 @@ def test_runs_below_their_sft_policy_are_listed_with_their_training_log(tmp_path
     assert "| T2 | TGRPO | 1 | 84 | 30 | 2.70 → 3.20 | 0.90 / 0.30 | 12% |" in md
     assert "| T2 | TGRPO | 0 |" not in md
     assert payload["train_diagnostics"]["task2_tgrpo_seed0"] == {}  # no log on disk for it
+
+
+def test_changed_settings_need_their_own_out_dir(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit, match="lr differ from the table's settings"):
+        paper_table.main(["run", "--lr", "3e-5", "--tasks", "2", "--seeds", "1", "--methods", "tgrpo"])
+    assert not (tmp_path / paper_table.DEFAULT_OUT).exists()
