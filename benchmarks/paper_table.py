@@ -13,6 +13,12 @@ Usage:
     python -m benchmarks.paper_table run --max-cells 3          # at most 3 new cells, then stop
     python -m benchmarks.paper_table list                       # the plan and what is done
     python -m benchmarks.paper_table summary                    # tables and chart from the finished cells
+    python -m benchmarks.paper_table restore                    # cells of the committed summary, to add to
+
+``restore`` writes the cells held in ``benchmarks/results/paper_table.json`` back under ``--out-dir`` (never
+over a cell that is there), so a fresh checkout can add cells to the published table and rebuild it. A
+restored cell has the published fields only (no per-state results, no policies); RL cells of a (task, seed)
+whose SFT policy is not on disk retrain it from the same seed.
 
 Default plan: SFT and TGRPO on all ten tasks with seeds 0, 1, 2; step-only, trajectory-only and PPO on
 Tasks 2, 4 and 10 (where the paper's variants differ most) with the same seeds. Every RL cell of a (task,
@@ -43,6 +49,9 @@ DEFAULT_OUT = "outputs/paper_table"
 RAW_ALPHA_DIR = "raw_alpha_cells"
 """Cells run with the paper's raw (not normalised) alpha pairs, under ``--out-dir``; reported apart."""
 RESULTS = Path(__file__).resolve().parent / "results"
+PUBLISHED_FIELDS = ("task", "method", "seed", "success_rate", "summary", "alphas", "timings_s", "versions",
+                    "machine", "date", "sft_policy")
+"""The fields of a cell that ``paper_table.json`` keeps (and ``restore`` brings back)."""
 
 
 def plan(tasks: list[int], seeds: list[int], methods: list[str], ablation_tasks: list[int]) -> list[tuple[int, str, int]]:
@@ -86,7 +95,8 @@ def run_cell(out_dir: Path, task: int, method: str, seed: int, overrides: dict[s
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     sft_file = run_dir / "sft" / "policy.pt"
-    if sft_file.is_file():
+    sft_trained_here = not sft_file.is_file()
+    if not sft_trained_here:
         policy, spec, _ = load_policy(sft_file)
     else:
         demos, _ = run_demos(cfg)
@@ -94,7 +104,7 @@ def run_cell(out_dir: Path, task: int, method: str, seed: int, overrides: dict[s
         t1 = time.perf_counter()
         policy, spec, _ = run_sft(cfg, demos, run_dir / "sft")
         timings["sft"] = time.perf_counter() - t1
-    extra: dict[str, Any] = {}
+    extra: dict[str, Any] = {"sft_policy": {"weights_sha256": weights_digest(policy), "trained_in_this_cell": sft_trained_here}}
     if method != "sft":
         t1 = time.perf_counter()
         result = run_train(cfg, policy, spec, run_dir / method)
@@ -128,6 +138,19 @@ def run_cell(out_dir: Path, task: int, method: str, seed: int, overrides: dict[s
         "date": now(),
         **extra,
     }
+
+
+def weights_digest(policy: Any) -> str:
+    """SHA-256 of a policy's weights (names, dtypes, shapes and values; not the file, whose metadata varies), so
+    the RL cells of a (task, seed) can be checked to start from the SFT policy that the SFT cell evaluated."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name, t in sorted(policy.state_dict().items()):
+        arr = t.detach().cpu().contiguous().numpy()
+        h.update(f"{name}:{arr.dtype}:{arr.shape}".encode())
+        h.update(arr.tobytes())
+    return h.hexdigest()
 
 
 def train_diagnostics(history: list[dict[str, Any]]) -> dict[str, float]:
@@ -331,6 +354,13 @@ def summarize(out_dir: Path, results_dir: Path = RESULTS) -> dict[str, Any] | No
             failed.append(f"Task{f['task']} {f['method']} seed {f['seed']} ({f['error']})")
     if failed:
         lines += ["", "Failed cells (rerun `run` to retry them): " + "; ".join(failed) + "."]
+    sft_digest = {(c["task"], c["seed"]): (c.get("sft_policy") or {}).get("weights_sha256")
+                  for c in cells if c["method"] == "sft"}
+    other_start = [c for c in cells if c["method"] != "sft" and (c.get("sft_policy") or {}).get("weights_sha256")
+                   and sft_digest.get((c["task"], c["seed"])) not in (None, c["sft_policy"]["weights_sha256"])]
+    if other_start:
+        lines += ["", "Started from other SFT weights than their SFT cell evaluated (the SFT policy was retrained): "
+                  + ", ".join(f"T{c['task']} {METHOD_LABELS[c['method']]} seed {c['seed']}" for c in other_start) + "."]
     by = _rates(cells)
     diagnostics = {f"task{c['task']}_{c['method']}_seed{c['seed']}": _cell_diagnostics(out_dir, c)
                    for c in cells if c["method"] != "sft"}
@@ -365,17 +395,18 @@ def summarize(out_dir: Path, results_dir: Path = RESULTS) -> dict[str, Any] | No
     missing_tasks = [t for t in range(1, 11) if t not in tasks]
     lines += ["", f"Cells finished: {len(cells)}." + (
         f" Tasks not run yet: {', '.join(f'T{t}' for t in missing_tasks)}." if missing_tasks else ""),
-        "Command: `python -m benchmarks.paper_table run` (resumable), then `python -m benchmarks.paper_table summary`.",
+        "Command: `python -m benchmarks.paper_table run` (resumable), then `python -m benchmarks.paper_table summary`; "
+        "in a fresh checkout, `python -m benchmarks.paper_table restore` first brings back the cells above.",
     ]
-    c0 = cells[0]
-    lines += ["", "Versions: " + ", ".join(f"{k} {v}" for k, v in c0.get("versions", {}).items()),
-              f"Machine: {c0.get('machine', {}).get('cpu_model', '?')} ({c0.get('machine', {}).get('cpu_count')} cores).",
+    vers = next((c["versions"] for c in cells if c.get("versions")), {})
+    mach = next((c["machine"] for c in cells if c.get("machine")), {})
+    lines += ["", "Versions: " + ", ".join(f"{k} {v}" for k, v in vers.items()),
+              f"Machine: {mach.get('cpu_model', '?')} ({mach.get('cpu_count', '?')} cores).",
               "", "![bar chart](paper_table.png)", ""]
     (results_dir / "paper_table.md").write_text("\n".join(lines))
 
     payload = {"aggregate": {m: {str(t): s for t, s in v.items()} for m, v in agg.items()}, "deltas": deltas,
-               "cells": [{k: c[k] for k in ("task", "method", "seed", "success_rate", "summary", "alphas",
-                                             "timings_s", "versions", "date") if k in c} for c in cells],
+               "cells": [{k: c[k] for k in PUBLISHED_FIELDS if k in c} for c in cells],
                "train_diagnostics": diagnostics,
                "raw_alpha_cells": [{k: c[k] for k in ("task", "method", "seed", "success_rate", "alphas", "date")
                                     if k in c} for c in raw],
@@ -421,6 +452,38 @@ def _plot(agg: dict[str, dict[int, dict[str, Any]]], tasks: list[int], methods: 
     fig.savefig(str(path), dpi=100)
 
 
+def restore(source: Path, out_dir: Path) -> int:
+    """Write the cells of a summary JSON (``paper_table.json``) under ``out_dir``; return how many were written.
+
+    A cell already under ``out_dir`` is kept as it is. Training diagnostics go back into the cell's ``train``
+    record, raw-alpha cells into their own directory; each restored cell says where it came from.
+    """
+    try:
+        payload = json.loads(source.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise SystemExit(f"cannot read the summary {source}: {e}") from e
+    if not isinstance(payload, dict) or not isinstance(payload.get("cells"), list):
+        raise SystemExit(f"{source} is not a paper-table summary (no 'cells' list)")
+    diagnostics = payload.get("train_diagnostics") or {}
+    written = 0
+    for c in payload["cells"]:
+        path = cell_path(out_dir, c["task"], c["method"], c["seed"])
+        if path.is_file():
+            continue
+        cell = dict(c, restored_from=str(source))
+        d = diagnostics.get(f"task{c['task']}_{c['method']}_seed{c['seed']}")
+        if d:
+            cell["train"] = dict(d)
+        _write(path, cell)
+        written += 1
+    for c in payload.get("raw_alpha_cells") or []:
+        path = out_dir / RAW_ALPHA_DIR / f"task{c['task']}_{c['method']}_seed{c['seed']}.json"
+        if not path.is_file():
+            _write(path, dict(c, restored_from=str(source)))
+            written += 1
+    return written
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.paper_table", description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="command", required=True)
@@ -447,6 +510,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("summary", help="build the tables and the chart from the finished cells")
     p.add_argument("--out-dir", default=DEFAULT_OUT, help="cells (default: %(default)s)")
     p.add_argument("--results-dir", default=str(RESULTS), help="where to write (default: %(default)s)")
+    p = sub.add_parser("restore", help="write the cells of a published summary back under --out-dir")
+    p.add_argument("--from", dest="source", default=str(RESULTS / "paper_table.json"),
+                   help="summary JSON (default: %(default)s)")
+    p.add_argument("--out-dir", default=DEFAULT_OUT, help="cells (default: %(default)s)")
     return ap
 
 
@@ -456,6 +523,10 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_run(args)
     if args.command == "list":
         return cmd_list(args)
+    if args.command == "restore":
+        n = restore(Path(args.source), Path(args.out_dir))
+        print(f"restored {n} cells from {args.source} under {args.out_dir}", flush=True)
+        return 0
     summarize(Path(args.out_dir), Path(args.results_dir))
     return 0
 

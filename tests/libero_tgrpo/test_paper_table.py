@@ -95,3 +95,60 @@ def test_changed_settings_need_their_own_out_dir(monkeypatch, tmp_path):
     with pytest.raises(SystemExit, match="lr differ from the table's settings"):
         paper_table.main(["run", "--lr", "3e-5", "--tasks", "2", "--seeds", "1", "--methods", "tgrpo"])
     assert not (tmp_path / paper_table.DEFAULT_OUT).exists()
+
+
+def test_restore_rebuilds_the_same_table_from_the_published_summary(tmp_path):
+    out, res = tmp_path / "cells", tmp_path / "results"
+    _cell(out, 2, "sft", 1, 0.84)
+    _cell(out, 2, "tgrpo", 1, 0.30)
+    log = out / "runs" / "task2_seed1" / "tgrpo" / "metrics.jsonl"
+    log.parent.mkdir(parents=True)
+    log.write_text(json.dumps({"losses/entropy": 2.0, "losses/ref_kl": 0.5, "charts/success_rate": 0.1}) + "\n")
+    raw = out / paper_table.RAW_ALPHA_DIR / "task1_tgrpo_seed0.json"
+    raw.parent.mkdir(parents=True)
+    raw.write_text(json.dumps({"task": 1, "method": "tgrpo", "seed": 0, "success_rate": 0.0, "alphas": [10.0, 1.0]}))
+    first = paper_table.summarize(out, res)
+
+    fresh = tmp_path / "fresh"
+    _cell(fresh, 2, "sft", 1, 0.50)  # a cell already there is kept, not overwritten
+    assert paper_table.restore(res / "paper_table.json", fresh) == 2  # tgrpo cell + raw-alpha cell
+    kept = json.loads(paper_table.cell_path(fresh, 2, "sft", 1).read_text())
+    assert kept["success_rate"] == 0.50 and "restored_from" not in kept
+    paper_table.cell_path(fresh, 2, "sft", 1).unlink()
+    assert paper_table.restore(res / "paper_table.json", fresh) == 1
+    again = paper_table.summarize(fresh, tmp_path / "results2")
+    assert again["aggregate"] == first["aggregate"] and again["deltas"] == first["deltas"]
+    assert again["train_diagnostics"] == first["train_diagnostics"]  # from the restored cell, no log needed
+    assert again["raw_alpha_cells"] == first["raw_alpha_cells"]
+
+
+def test_restore_refuses_a_file_that_is_not_a_summary(tmp_path):
+    bad = tmp_path / "x.json"
+    bad.write_text("{\"rows\": []}")
+    with pytest.raises(SystemExit, match="not a paper-table summary"):
+        paper_table.restore(bad, tmp_path / "out")
+    with pytest.raises(SystemExit, match="cannot read"):
+        paper_table.restore(tmp_path / "missing.json", tmp_path / "out")
+
+
+def test_weights_digest_follows_the_weights_not_the_object():
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    a = torch.nn.Linear(3, 2)
+    b = torch.nn.Linear(3, 2)
+    b.load_state_dict(a.state_dict())
+    assert paper_table.weights_digest(a) == paper_table.weights_digest(b)
+    with torch.no_grad():
+        b.bias[0] += 1e-6
+    assert paper_table.weights_digest(a) != paper_table.weights_digest(b)
+
+
+def test_rl_cells_that_started_from_other_sft_weights_are_named(tmp_path):
+    out, res = tmp_path / "cells", tmp_path / "results"
+    for method, digest in (("sft", "aaa"), ("tgrpo", "aaa"), ("ppo", "bbb")):
+        _cell(out, 4, method, 0, 0.5)
+        path = paper_table.cell_path(out, 4, method, 0)
+        path.write_text(json.dumps(dict(json.loads(path.read_text()), sft_policy={"weights_sha256": digest})))
+    paper_table.summarize(out, res)
+    md = (res / "paper_table.md").read_text()
+    assert "the SFT policy was retrained): T4 PPO seed 0." in md
