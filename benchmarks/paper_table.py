@@ -278,6 +278,30 @@ def _paired_delta(cells: list[dict[str, Any]], a: str, b: str) -> dict[str, Any]
             "mean_over_tasks": float(np.mean(list(per_task.values())))}
 
 
+SWEEP_SETTINGS = ("iterations", "lr", "kl_beta")
+"""The RL settings ``run`` can change (``--iterations``, ``--lr``, ``--kl-beta``)."""
+
+
+def _changed_settings(cells: list[dict[str, Any]]) -> list[str]:
+    """``"lr 3e-05 (6 RL cells)"``-style notes on the RL cells run with other settings than the defaults."""
+    from libero_tgrpo.pipeline import PipelineConfig
+
+    default = PipelineConfig()
+    found: dict[tuple[str, Any], int] = {}
+    for c in cells:
+        cfg = c.get("config") or {}
+        if c["method"] == "sft":
+            continue
+        for key in SWEEP_SETTINGS:
+            if key in cfg and cfg[key] != getattr(default, key):
+                found[(key, cfg[key])] = found.get((key, cfg[key]), 0) + 1
+    def fmt(v: Any) -> str:
+        return f"{v:g}" if isinstance(v, (int, float)) else str(v)
+
+    return [f"{k.replace('_', ' ')} {fmt(v)} ({n} RL cell{'s' if n > 1 else ''}; default {fmt(getattr(default, k))})"
+            for (k, v), n in sorted(found.items(), key=str)]
+
+
 def summarize(out_dir: Path, results_dir: Path = RESULTS) -> dict[str, Any] | None:
     """Write ``paper_table.{md,csv,json,png}`` to ``results_dir`` from the cells under ``out_dir``."""
     cells = load_cells(out_dir)
@@ -330,6 +354,9 @@ def summarize(out_dir: Path, results_dir: Path = RESULTS) -> dict[str, Any] | No
         means = [agg[m][t]["mean"] for t in tasks if t in agg[m]]
         avg = f"{np.mean(means):.1f}" + ("" if len(means) == len(tasks) else f" ({len(means)} task{'s' if len(means) > 1 else ''})")
         lines.append(f"| {METHOD_LABELS[m]} | " + " | ".join(row) + f" | {avg} |")
+    changed = _changed_settings(cells)
+    if changed:
+        lines += ["", "RL settings that differ from the main job's (and the table's): " + "; ".join(changed) + "."]
     lines += ["", "## Paper (Table 1) on the same tasks", "", head, sep]
     for m in METHOD_ORDER:
         if m == "ppo":

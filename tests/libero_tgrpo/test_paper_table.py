@@ -152,3 +152,15 @@ def test_rl_cells_that_started_from_other_sft_weights_are_named(tmp_path):
     paper_table.summarize(out, res)
     md = (res / "paper_table.md").read_text()
     assert "the SFT policy was retrained): T4 PPO seed 0." in md
+
+
+def test_summary_says_which_rl_settings_differ_from_the_defaults(tmp_path):
+    out, res = tmp_path / "cells", tmp_path / "results"
+    _cell(out, 2, "sft", 1, 0.8)
+    _cell(out, 2, "tgrpo", 1, 0.7)
+    path = paper_table.cell_path(out, 2, "tgrpo", 1)
+    path.write_text(json.dumps(dict(json.loads(path.read_text()), config={"lr": 3e-5, "kl_beta": 0.04})))
+    paper_table.summarize(out, res)
+    md = (res / "paper_table.md").read_text()
+    assert "differ from the main job's (and the table's): lr 3e-05 (1 RL cell; default 0.0001)." in md
+    assert "kl beta" not in md  # the default value is not reported as a change
