@@ -52,6 +52,8 @@ RESULTS = Path(__file__).resolve().parent / "results"
 PUBLISHED_FIELDS = ("task", "method", "seed", "success_rate", "summary", "alphas", "timings_s", "versions",
                     "machine", "date", "sft_policy")
 """The fields of a cell that ``paper_table.json`` keeps (and ``restore`` brings back)."""
+SWEEP_SETTINGS = ("iterations", "lr", "kl_beta")
+"""The RL settings ``run`` can change (``--iterations``, ``--lr``, ``--kl-beta``)."""
 
 
 def plan(tasks: list[int], seeds: list[int], methods: list[str], ablation_tasks: list[int]) -> list[tuple[int, str, int]]:
@@ -96,15 +98,16 @@ def run_cell(out_dir: Path, task: int, method: str, seed: int, overrides: dict[s
     t0 = time.perf_counter()
     sft_file = run_dir / "sft" / "policy.pt"
     sft_trained_here = not sft_file.is_file()
-    if not sft_trained_here:
-        policy, spec, _ = load_policy(sft_file)
-    else:
+    if sft_trained_here:
         demos, _ = run_demos(cfg)
         timings["demos"] = time.perf_counter() - t0
         t1 = time.perf_counter()
         policy, spec, _ = run_sft(cfg, demos, run_dir / "sft")
         timings["sft"] = time.perf_counter() - t1
-    extra: dict[str, Any] = {"sft_policy": {"weights_sha256": weights_digest(policy), "trained_in_this_cell": sft_trained_here}}
+    else:
+        policy, spec, _ = load_policy(sft_file)
+    extra: dict[str, Any] = {
+        "sft_policy": {"weights_sha256": weights_digest(policy), "trained_in_this_cell": sft_trained_here}}
     if method != "sft":
         t1 = time.perf_counter()
         result = run_train(cfg, policy, spec, run_dir / method)
@@ -190,7 +193,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     out_dir = Path(args.out_dir)
     cells = plan(parse_ints(args.tasks), parse_ints(args.seeds), args.methods.split(","), parse_ints(args.ablation_tasks))
     overrides: dict[str, Any] = {"progress": not args.quiet}
-    for key in ("iterations", "lr", "kl_beta"):
+    for key in SWEEP_SETTINGS:
         if getattr(args, key) is not None:
             overrides[key] = getattr(args, key)
     changed = sorted(set(overrides) - {"progress"})
@@ -278,8 +281,9 @@ def _paired_delta(cells: list[dict[str, Any]], a: str, b: str) -> dict[str, Any]
             "mean_over_tasks": float(np.mean(list(per_task.values())))}
 
 
-SWEEP_SETTINGS = ("iterations", "lr", "kl_beta")
-"""The RL settings ``run`` can change (``--iterations``, ``--lr``, ``--kl-beta``)."""
+def _sft_digest(cell: dict[str, Any]) -> str | None:
+    """Digest of the SFT weights the cell started from (``None`` for cells that did not record it)."""
+    return (cell.get("sft_policy") or {}).get("weights_sha256")
 
 
 def _changed_settings(cells: list[dict[str, Any]]) -> list[str]:
@@ -289,12 +293,13 @@ def _changed_settings(cells: list[dict[str, Any]]) -> list[str]:
     default = PipelineConfig()
     found: dict[tuple[str, Any], int] = {}
     for c in cells:
-        cfg = c.get("config") or {}
         if c["method"] == "sft":
             continue
+        cfg = c.get("config") or {}
         for key in SWEEP_SETTINGS:
             if key in cfg and cfg[key] != getattr(default, key):
                 found[(key, cfg[key])] = found.get((key, cfg[key]), 0) + 1
+
     def fmt(v: Any) -> str:
         return f"{v:g}" if isinstance(v, (int, float)) else str(v)
 
@@ -381,10 +386,9 @@ def summarize(out_dir: Path, results_dir: Path = RESULTS) -> dict[str, Any] | No
             failed.append(f"Task{f['task']} {f['method']} seed {f['seed']} ({f['error']})")
     if failed:
         lines += ["", "Failed cells (rerun `run` to retry them): " + "; ".join(failed) + "."]
-    sft_digest = {(c["task"], c["seed"]): (c.get("sft_policy") or {}).get("weights_sha256")
-                  for c in cells if c["method"] == "sft"}
-    other_start = [c for c in cells if c["method"] != "sft" and (c.get("sft_policy") or {}).get("weights_sha256")
-                   and sft_digest.get((c["task"], c["seed"])) not in (None, c["sft_policy"]["weights_sha256"])]
+    sft_digest = {(c["task"], c["seed"]): _sft_digest(c) for c in cells if c["method"] == "sft"}
+    other_start = [c for c in cells if c["method"] != "sft" and _sft_digest(c)
+                   and sft_digest.get((c["task"], c["seed"])) not in (None, _sft_digest(c))]
     if other_start:
         lines += ["", "Started from other SFT weights than their SFT cell evaluated (the SFT policy was retrained): "
                   + ", ".join(f"T{c['task']} {METHOD_LABELS[c['method']]} seed {c['seed']}" for c in other_start) + "."]
