@@ -18,12 +18,15 @@ if os.environ["MUJOCO_GL"] in ("egl", "osmesa"):
 from gymnasium.envs.registration import register, registry  # noqa: E402
 
 from libero_gym.env import OBS_MODES, STATE_DIM, STATE_LAYOUT, WARMUP_ACTION, LiberoObjectEnv  # noqa: E402
+from libero_gym.placement import TERMINATION_KEYS, PlacementConfig  # noqa: E402
 from libero_gym.tasks import NUM_INIT_STATES, TASKS, ObjectTask, get_task  # noqa: E402
 from libero_gym.vector import LiberoAsyncVectorEnv, WorkerError, make_vec  # noqa: E402
 
 __all__ = [
     "LiberoObjectEnv",
     "LiberoAsyncVectorEnv",
+    "PlacementConfig",
+    "TERMINATION_KEYS",
     "WorkerError",
     "make_vec",
     "TASKS",

@@ -14,6 +14,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from libero_gym.placement import TERMINATION_KEYS, PlacementConfig, basket_motion, is_disturbed
 from libero_gym.tasks import NUM_INIT_STATES, ObjectTask, get_task
 
 __all__ = ["LiberoObjectEnv", "OBS_MODES", "STATE_LAYOUT", "STATE_DIM", "WARMUP_ACTION"]
@@ -46,6 +47,9 @@ CAMERAS = {"agentview": "agentview", "wrist": "robot0_eye_in_hand"}
 """Observation key -> MuJoCo camera name."""
 
 OUT_OF_RANGE_MODES = ("clip", "raise")
+
+RELEASE_ACTION = WARMUP_ACTION
+"""Action of the release check: hold the arm still and open the gripper."""
 
 
 def _parse_size(image_size: int | tuple[int, int]) -> tuple[int, int]:
@@ -119,11 +123,17 @@ class LiberoObjectEnv(gym.Env):
     ``s``, so sub-envs of a vector env reset with the same options share one placement. Each reset is
     followed by ``warmup_steps`` steps of :data:`WARMUP_ACTION` while the objects settle.
 
-    **Success conditions.** LIBERO's own predicate: the target object is in contact with the basket and
-    inside its containment region. The episode terminates on success; time limits are Gymnasium's
-    ``TimeLimit`` (280 steps for registered ids). The reward is LIBERO's sparse reward (1.0 on success);
-    shaped rewards are wrappers in the ``rewards`` package, built on the facts in ``info``
-    (``docs/info_contract.md``).
+    **Success conditions.** ``info["is_success"]`` is LIBERO's own predicate, unchanged (the target's
+    centre inside the basket's containment region), so that results compare with published LIBERO
+    numbers. It also holds while the gripper still clamps the object and when the basket was knocked
+    over, so ``info`` adds ``is_placed``: LIBERO's success, the basket not disturbed and no finger touching
+    the target (thresholds in :class:`libero_gym.placement.PlacementConfig`). ``terminate_on`` chooses
+    which of the two ends an episode (LIBERO's success by default); time limits are Gymnasium's
+    ``TimeLimit`` (280 steps for registered ids). With ``release_check=True`` the step that ends an
+    episode then opens the gripper and holds the arm still for ``release_steps`` steps and reports in
+    ``info["placed_after_release"]`` whether the object is still placed afterwards (the strict success of
+    an evaluation). The reward is LIBERO's sparse reward (1.0 on success); shaped rewards are wrappers in
+    the ``rewards`` package, built on the facts in ``info`` (``docs/info_contract.md``).
 
     Args:
         task: Paper task number 1-10 or the instruction text.
@@ -139,6 +149,13 @@ class LiberoObjectEnv(gym.Env):
             and refuses further steps until ``reset``. ``gym.make`` applies the registered limit (280) with
             Gymnasium's ``TimeLimit`` wrapper instead, which truncates but does not refuse further steps;
             ``gym.make_vec`` sets both.
+        terminate_on: The boolean ``info`` fact that ends an episode: ``"is_success"`` (LIBERO's
+            predicate, default) or ``"is_placed"`` (the object released in an undisturbed basket), so that
+            an episode can go on past LIBERO's success until the object is let go.
+        placement: Thresholds of the placement facts and of the release check (default
+            :class:`~libero_gym.placement.PlacementConfig`).
+        release_check: Run the release check at the step that ends an episode (terminated, not truncated)
+            and report its outcome in ``info["placed_after_release"]``.
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 20}
@@ -154,6 +171,9 @@ class LiberoObjectEnv(gym.Env):
         msaa: bool = False,
         action_out_of_range: str = "clip",
         max_episode_steps: int | None = None,
+        terminate_on: str = "is_success",
+        placement: PlacementConfig | None = None,
+        release_check: bool = False,
     ) -> None:
         self.task: ObjectTask = get_task(task)
         if obs_mode not in OBS_MODES:
@@ -170,6 +190,17 @@ class LiberoObjectEnv(gym.Env):
                 f"action_out_of_range={action_out_of_range!r} is not accepted: choose one of "
                 f"{OUT_OF_RANGE_MODES}."
             )
+        if terminate_on not in TERMINATION_KEYS:
+            raise ValueError(f"terminate_on={terminate_on!r} is not accepted: choose one of {TERMINATION_KEYS}.")
+        if placement is not None and not isinstance(placement, PlacementConfig):
+            raise ValueError(
+                f"placement={placement!r} is not accepted: give a libero_gym.placement.PlacementConfig or None."
+            )
+        if not isinstance(release_check, (bool, np.bool_)):
+            raise ValueError(f"release_check={release_check!r} is not accepted: give True or False.")
+        self.terminate_on = terminate_on
+        self.placement = placement or PlacementConfig()
+        self.release_check = bool(release_check)
         self.obs_mode = obs_mode
         self.image_size = _parse_size(image_size)
         self.render_mode = render_mode
@@ -198,6 +229,9 @@ class LiberoObjectEnv(gym.Env):
         self._elapsed_steps = 0
         self._needs_reset = True
         self._target_start_z = 0.0
+        self._basket_start: tuple[np.ndarray, np.ndarray] | None = None
+        self._gripper_command = float(WARMUP_ACTION[-1])
+        self._contact_ids_model = None
         _OPEN_ENVS.add(self)
         self.next_init_state: int | None = None
         """Benchmark state used by the next reset when no ``init_state`` option is given, then cleared.
@@ -271,6 +305,30 @@ class LiberoObjectEnv(gym.Env):
         self._basket_bid = env.obj_body_id[self._basket_name]
         self._eef_sid = self._robot.eef_site_id
         self._finger_q = list(self._robot._ref_gripper_joint_pos_indexes)
+        if self._contact_ids_model is not self._model:
+            self._contact_ids()
+
+    def _contact_ids(self) -> None:
+        """Geom ids of each finger (finger and pad collision geoms) and of the target body and its children."""
+        import mujoco
+
+        m = self._model
+        geoms = self._robot.gripper.important_geoms
+        self._finger_geoms = tuple(
+            np.array([mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_GEOM, n) for n in geoms[side]])
+            for side in ("left_finger", "right_finger")
+        )
+        target_bodies = [b for b in range(m.nbody) if self._descends_from_target(b)]
+        self._target_geoms = np.flatnonzero(np.isin(m.geom_bodyid, target_bodies))
+        self._contact_ids_model = m
+
+    def _descends_from_target(self, body: int) -> bool:
+        parents = self._model.body_parentid
+        while body > 0:
+            if body == self._target_bid:
+                return True
+            body = int(parents[body])
+        return False
 
     @property
     def _model(self):
@@ -339,12 +397,15 @@ class LiberoObjectEnv(gym.Env):
         for _ in range(self.warmup_steps):
             self._sim_env.step(WARMUP_ACTION)
         self._target_start_z = float(self._data.xpos[self._target_bid][2])
+        self._basket_start = (self._data.xpos[self._basket_bid].copy(), self._data.xquat[self._basket_bid].copy())
+        self._gripper_command = float(WARMUP_ACTION[-1]) if self.warmup_steps else 0.0
         self._elapsed_steps = 0
         self._needs_reset = False
         self._episode_init_state = None if init_state is None else int(init_state)
         success = bool(self._sim_env._check_success())
         info = self._facts(success)
         info["init_state"] = -1 if init_state is None else int(init_state)
+        info["placed_after_release"] = False
         return self._observation(), info
 
     def step(self, action):
@@ -358,15 +419,25 @@ class LiberoObjectEnv(gym.Env):
         action = self._check_action(action)
         # LIBERO's step returns its success predicate as `done`.
         _, _, done, _ = self._sim_env.step(action)
+        self._gripper_command = float(action[-1])
         self._elapsed_steps += 1
         success = bool(done)
-        terminated = success
+        info = self._facts(success)
+        terminated = bool(info[self.terminate_on])
         limit = self._step_limit()
         truncated = limit is not None and self._elapsed_steps >= limit and not terminated
         if terminated or truncated:
             self._needs_reset = True
-        info = self._facts(success)
-        return self._observation(), float(success), terminated, truncated, info
+        observation = self._observation()
+        info["placed_after_release"] = terminated and self.release_check and self._release_check()
+        return observation, float(success), terminated, truncated, info
+
+    def _release_check(self) -> bool:
+        """Open the gripper, hold the arm still for ``placement.release_steps`` steps: is the object placed?"""
+        for _ in range(self.placement.release_steps):
+            self._sim_env.step(RELEASE_ACTION)
+        self._gripper_command = float(RELEASE_ACTION[-1])
+        return bool(self._facts(bool(self._sim_env._check_success()))["is_placed"])
 
     def _step_limit(self) -> int | None:
         return self.max_episode_steps
@@ -432,7 +503,10 @@ class LiberoObjectEnv(gym.Env):
         fingers = d.qpos[self._finger_q]
         states = env.object_states_dict
         in_basket = bool(states[self._contain_region].check_contain(states[self._target_name]))
-        grasped = bool(env._check_grasp(gripper=self._robot.gripper, object_geoms=env.objects_dict[self._target_name]))
+        left, right = self._finger_contacts()
+        rise, shift_xy, tilt = basket_motion(*self._basket_start, basket, d.xquat[self._basket_bid])
+        disturbed = is_disturbed(rise, shift_xy, tilt, self.placement)
+        released = not (left or right)
         return {
             "is_success": success,
             "task_id": self.task.task_id,
@@ -443,14 +517,31 @@ class LiberoObjectEnv(gym.Env):
             "eef_quat": eef_quat,
             "target_quat": d.xquat[self._target_bid].copy(),
             "gripper_opening": float(fingers[0] - fingers[1]),
-            "target_grasped": grasped,
+            "target_grasped": left and right and self._gripper_command > 0,
+            "target_released": released,
             "target_lift": float(target[2] - self._target_start_z),
             "target_in_basket": in_basket,
+            "basket_rise": rise,
+            "basket_shift_xy": shift_xy,
+            "basket_tilt_deg": tilt,
+            "basket_disturbed": disturbed,
+            "is_placed": success and released and not disturbed,
             "eef_to_target": float(np.linalg.norm(target - eef)),
             "target_to_basket": float(np.linalg.norm(basket - target)),
             "target_to_basket_xy": float(np.linalg.norm((basket - target)[:2])),
             "elapsed_steps": self._elapsed_steps,
         }
+
+    def _finger_contacts(self) -> tuple[bool, bool]:
+        """Whether the left and the right finger (any of their collision geoms) touch the target now."""
+        d = self._data
+        n = d.ncon
+        g1, g2 = d.contact.geom1[:n], d.contact.geom2[:n]
+        on_target1, on_target2 = np.isin(g1, self._target_geoms), np.isin(g2, self._target_geoms)
+        return tuple(
+            bool(np.any((np.isin(g1, side) & on_target2) | (np.isin(g2, side) & on_target1)))
+            for side in self._finger_geoms
+        )
 
     # ------------------------------------------------------------------ rendering
     def _renderer(self, size: tuple[int, int]):
