@@ -11,7 +11,14 @@ provides the same facts. Depends only on gymnasium and numpy.
 """
 
 from rewards.config import RewardConfig, Stage
-from rewards.contract import INFO_KEYS, REQUIRED_INFO_KEYS, MissingInfoKeysError, check_info_keys
+from rewards.contract import (
+    INFO_KEYS,
+    PLACEMENT_INFO_KEYS,
+    REQUIRED_INFO_KEYS,
+    InvalidFactError,
+    MissingInfoKeysError,
+    check_info_keys,
+)
 from rewards.functions import (
     REWARD_MODES,
     RewardResult,
@@ -27,6 +34,8 @@ from rewards.wrappers import ENV_REWARD_KEY, STAGE_KEY, TERM_PREFIX, StagedRewar
 __all__ = [
     "ENV_REWARD_KEY",
     "INFO_KEYS",
+    "InvalidFactError",
+    "PLACEMENT_INFO_KEYS",
     "REQUIRED_INFO_KEYS",
     "REWARD_MODES",
     "STAGE_KEY",

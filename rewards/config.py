@@ -7,6 +7,8 @@ import numbers
 from dataclasses import dataclass, fields
 from enum import IntEnum
 
+from rewards.contract import PLACEMENT_INFO_KEYS, REQUIRED_INFO_KEYS
+
 __all__ = ["DENSE_SHAPED_MAX", "RewardConfig", "Stage"]
 
 
@@ -22,7 +24,8 @@ class Stage(IntEnum):
     LIFTED = 3
     """The target has been grasped and lifted, and is since held, above the lift height, or in the basket."""
     SUCCESS = 4
-    """The task's success predicate holds: the target is in the basket."""
+    """The task's success predicate holds: the target is in the basket (placed, with
+    ``RewardConfig.require_placement``)."""
 
 
 DENSE_SHAPED_MAX = 4.0
@@ -86,6 +89,20 @@ class RewardConfig:
     in the basket (the paper's -4). It replaces the stage's value. Must be below stage 3's value, so that
     dropping never pays more than carrying."""
 
+    # --- placement ----------------------------------------------------------------------------------
+    require_placement: bool = False
+    """Success means *placed*: every mode reads ``is_placed`` (the task's success, with the basket
+    undisturbed and the gripper no longer touching the target) where it would read ``is_success``, so
+    stage 4 needs the object let go in a standing basket; and every step where ``basket_disturbed`` holds
+    adds ``basket_disturbed_reward``. The env must then also provide the facts of
+    :data:`rewards.contract.PLACEMENT_INFO_KEYS` (``libero_gym`` does). Off by default so that envs with the
+    six core facts keep working; the ``libero_tgrpo`` pipeline turns it on."""
+
+    basket_disturbed_reward: float = -8.0
+    """Added to the reward of every step where ``basket_disturbed`` holds (with ``require_placement``).
+    Must be <= 0. The default makes a carry over a knocked basket (stage 3's 8 plus at most 4 of bonuses)
+    pay at most 4, no more than reaching the object, so that knocking the basket never pays."""
+
     # --- sparse reward ------------------------------------------------------------------------------
     success_reward: float = 1.0
     """Sparse reward of a step where ``is_success`` holds (0 otherwise). Must be > 0."""
@@ -102,14 +119,26 @@ class RewardConfig:
     """Dense reward of a step where ``is_success`` holds; it replaces the shaped terms, whose sum is at
     most 4, so it must be greater than 4."""
 
+    @property
+    def success_key(self) -> str:
+        """The fact read as success: ``"is_placed"`` with ``require_placement``, else ``"is_success"``."""
+        return "is_placed" if self.require_placement else "is_success"
+
+    @property
+    def info_keys(self) -> tuple[str, ...]:
+        """The facts the reward functions read under this config, in a fixed order."""
+        return REQUIRED_INFO_KEYS + (tuple(PLACEMENT_INFO_KEYS) if self.require_placement else ())
+
     def __post_init__(self) -> None:
+        if not isinstance(self.require_placement, bool):
+            raise ValueError(f"RewardConfig.require_placement must be True or False, got {self.require_placement!r}.")
         object.__setattr__(self, "stage_rewards", tuple(float(v) for v in self.stage_rewards))
         for name in ("approach_distance", "grasp_distance", "lift_height", "basket_above_radius"):
             _require_positive(name, getattr(self, name), "metres")
         for name in ("dense_reach_scale", "dense_place_scale"):
             _require_positive(name, getattr(self, name), "1/m")
         for field in fields(self):
-            if field.name != "stage_rewards":
+            if field.name not in ("stage_rewards", "require_placement"):
                 _require_finite(field.name, getattr(self, field.name))
         if self.grasp_distance >= self.approach_distance:
             raise ValueError(
@@ -147,6 +176,10 @@ class RewardConfig:
             raise ValueError(
                 f"RewardConfig.drop_reward ({self.drop_reward}) must be below stage 3's value "
                 f"({values[Stage.LIFTED]}), or dropping the target would pay as much as carrying it."
+            )
+        if self.basket_disturbed_reward > 0:
+            raise ValueError(
+                f"RewardConfig.basket_disturbed_reward must be <= 0 (a penalty), got {self.basket_disturbed_reward}."
             )
         if self.success_reward <= 0:
             raise ValueError(f"RewardConfig.success_reward must be > 0, got {self.success_reward}.")

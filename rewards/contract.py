@@ -16,7 +16,10 @@ __all__ = [
     "BOOL_KEYS",
     "CONTRACT_DOC",
     "INFO_KEYS",
+    "NONNEGATIVE_KEYS",
+    "PLACEMENT_INFO_KEYS",
     "REQUIRED_INFO_KEYS",
+    "InvalidFactError",
     "MissingInfoKeysError",
     "check_info_keys",
     "facts_from_info",
@@ -27,7 +30,7 @@ CONTRACT_DOC = "docs/info_contract.md"
 
 INFO_KEYS: dict[str, str] = {
     "is_success": "bool: the task's success predicate (target object inside the basket).",
-    "target_grasped": "bool: both gripper fingers are in contact with the target object.",
+    "target_grasped": "bool: the gripper holds the target (closing, both fingers in contact with it).",
     "target_lift": "float (m): height of the target above its height at the end of the reset.",
     "target_in_basket": "bool: the target's centre lies inside the basket (footprint and height).",
     "eef_to_target": "float (m): distance from the end-effector to the target.",
@@ -42,8 +45,17 @@ reward it returns.
 REQUIRED_INFO_KEYS: tuple[str, ...] = tuple(INFO_KEYS)
 """The keys of :data:`INFO_KEYS`, in a fixed order."""
 
-BOOL_KEYS = frozenset({"is_success", "target_grasped", "target_in_basket"})
+PLACEMENT_INFO_KEYS: dict[str, str] = {
+    "is_placed": "bool: the task's success, with the basket undisturbed and the gripper no longer touching the target.",
+    "basket_disturbed": "bool: the basket was knocked (lifted, pushed or tilted) since the start of the episode.",
+}
+"""The further facts read when :attr:`rewards.RewardConfig.require_placement` is on."""
+
+BOOL_KEYS = frozenset({"is_success", "target_grasped", "target_in_basket", *PLACEMENT_INFO_KEYS})
 """The keys read as booleans; the others are read as float64."""
+
+NONNEGATIVE_KEYS = frozenset({"eef_to_target", "target_to_basket_xy"})
+"""The float keys that are distances: finite and >= 0. The other float keys must be finite."""
 
 
 class MissingInfoKeysError(KeyError):
@@ -65,6 +77,21 @@ class MissingInfoKeysError(KeyError):
 
     def __str__(self) -> str:
         return self.message
+
+
+class InvalidFactError(ValueError):
+    """A fact of the info contract has the wrong type or a value outside its range.
+
+    Attributes:
+        key: The fact's key.
+    """
+
+    def __init__(self, key: str, value: Any, expected: str, where: str) -> None:
+        self.key = key
+        super().__init__(
+            f"{where} has {key}={value!r}, which the reward wrappers in `rewards` cannot read: {key} must be "
+            f"{expected} (see {CONTRACT_DOC})."
+        )
 
 
 def check_info_keys(
@@ -114,7 +141,26 @@ def facts_from_info(
 
     Raises:
         MissingInfoKeysError: If a key is missing.
+        InvalidFactError: If a boolean fact is not boolean (a string ``"False"`` is not False), or a float
+            fact is not a finite real number, or a distance is negative.
     """
     keys = tuple(keys)
     check_info_keys(info, keys, rows, where)
-    return {key: np.asarray(info[key], dtype=bool if key in BOOL_KEYS else np.float64) for key in keys}
+    return {key: _read_fact(key, info[key], where) for key in keys}
+
+
+def _read_fact(key: str, value: Any, where: str) -> np.ndarray:
+    """``value`` as a bool or float64 array, or :class:`InvalidFactError` if its type or range is wrong."""
+    arr = np.asarray(value)
+    if key in BOOL_KEYS:
+        if arr.dtype != bool:
+            raise InvalidFactError(key, value, "a bool (or an array of bools)", where)
+        return arr
+    if arr.dtype.kind not in "iuf" or arr.dtype == bool:
+        raise InvalidFactError(key, value, "a real number (or an array of them)", where)
+    arr = arr.astype(np.float64)
+    if not np.all(np.isfinite(arr)):
+        raise InvalidFactError(key, value, "finite", where)
+    if key in NONNEGATIVE_KEYS and np.any(arr < 0):
+        raise InvalidFactError(key, value, "a distance >= 0 (metres)", where)
+    return arr

@@ -135,8 +135,8 @@ def staged_reward(
         >>> float(reward), int(stage), float(terms["drop"])
         (-4.0, 2, -4.0)
     """
-    f = facts_from_info(facts)
-    success, grasped, in_basket = f["is_success"], f["target_grasped"], f["target_in_basket"]
+    f = facts_from_info(facts, config.info_keys)
+    success, grasped, in_basket = f[config.success_key], f["target_grasped"], f["target_in_basket"]
     eef_to_target, basket_xy = f["eef_to_target"], f["target_to_basket_xy"]
     shape = np.broadcast_shapes(*(value.shape for value in f.values()))
     if memory is None:
@@ -170,12 +170,20 @@ def staged_reward(
             is_stage3 & (basket_xy <= config.basket_above_radius), config.basket_above_bonus, 0.0
         ),
         "drop": np.where(dropped, config.drop_reward, 0.0),
+        "basket_disturbed": _disturbance(f, config),
     }
-    reward = terms["stage_value"] + terms["basket_approach"] + terms["basket_above"] + terms["drop"]
+    reward = sum(terms.values())
     memory = StagedMemory(
         np.broadcast_to(was_lifted, shape).copy(), np.broadcast_to(lift_basket_xy, shape).copy()
     )
     return RewardResult(reward, stage, memory, terms)
+
+
+def _disturbance(f: Mapping[str, np.ndarray], config: RewardConfig) -> np.ndarray:
+    """``basket_disturbed_reward`` where the basket is disturbed (with ``require_placement``), else 0."""
+    if not config.require_placement:
+        return np.zeros(np.broadcast_shapes(*(value.shape for value in f.values())))
+    return np.where(f["basket_disturbed"], config.basket_disturbed_reward, 0.0)
 
 
 def sparse_reward(
@@ -196,9 +204,10 @@ def sparse_reward(
         >>> reward.tolist()
         [0.0, 1.0]
     """
-    success = facts_from_info(facts, ("is_success",))["is_success"]
-    reward = np.where(success, config.success_reward, 0.0)
-    return reward, {"success": reward}
+    f = facts_from_info(facts, (config.success_key,) + (("basket_disturbed",) if config.require_placement else ()))
+    success = np.where(f[config.success_key], config.success_reward, 0.0)
+    terms = {"success": success, "basket_disturbed": _disturbance(f, config)}
+    return terms["success"] + terms["basket_disturbed"], terms
 
 
 def dense_reward(
@@ -233,8 +242,8 @@ def dense_reward(
         >>> float(reward)
         1.0
     """
-    f = facts_from_info(facts)
-    grasped, success = f["target_grasped"], f["is_success"]
+    f = facts_from_info(facts, config.info_keys)
+    grasped, success = f["target_grasped"], f[config.success_key]
     carried = grasped & (f["target_lift"] >= config.lift_height)
     shaped = {
         "reach": 1.0 - np.tanh(config.dense_reach_scale * f["eef_to_target"]),
@@ -244,6 +253,7 @@ def dense_reward(
     }
     terms = {name: np.where(success, 0.0, value) for name, value in shaped.items()}
     terms["success"] = np.where(success, config.dense_success_reward, 0.0)
+    terms["basket_disturbed"] = _disturbance(f, config)
     reward = sum(terms.values())
     return np.asarray(reward, dtype=np.float64), terms
 

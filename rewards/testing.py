@@ -19,8 +19,11 @@ START_FACTS: dict[str, Any] = {
     "target_in_basket": False,
     "eef_to_target": 0.3,
     "target_to_basket_xy": 0.4,
+    "is_placed": False,
+    "basket_disturbed": False,
 }
-"""Facts of a typical first state: gripper 0.3 m from the target, target 0.4 m from the basket."""
+"""Facts of a typical first state: gripper 0.3 m from the target, target 0.4 m from the basket, basket
+standing."""
 
 
 def facts(**overrides: Any) -> dict[str, Any]:
@@ -43,9 +46,14 @@ PICK_AND_PLACE: list[dict[str, Any]] = [
     facts(**_HELD, target_to_basket_xy=0.03),  # 3: above the basket
     # 3: released into the basket (below the lift height, not grasped)
     facts(eef_to_target=0.02, target_lift=0.03, target_in_basket=True, target_to_basket_xy=0.01),
-    # 4: success
+    # 4: success, placed (released in the standing basket)
     facts(
-        is_success=True, eef_to_target=0.05, target_lift=0.03, target_in_basket=True, target_to_basket_xy=0.01
+        is_success=True,
+        is_placed=True,
+        eef_to_target=0.05,
+        target_lift=0.03,
+        target_in_basket=True,
+        target_to_basket_xy=0.01,
     ),
 ]
 """A successful episode: the stages are 0, 1, 2, 2, 3, 3, 3, 3, 4."""

@@ -80,7 +80,7 @@ class StagedRewardVectorWrapper(VectorWrapper):
             rows = np.asarray(options["reset_mask"], dtype=bool).copy()
         obs, infos = self.env.reset(seed=seed, options=options)
         check_no_collision(infos, (STAGE_KEY,))
-        facts = facts_from_info(infos, rows=rows, where=f"The info of {self.env}.reset()")
+        facts = facts_from_info(infos, self.config.info_keys, rows=rows, where=f"The info of {self.env}.reset()")
         start = staged_reward(facts, None, self.config)
         self._memory = self._memory.replace_where(rows, start.memory)
         self._reset_next[rows] = False
@@ -90,7 +90,7 @@ class StagedRewardVectorWrapper(VectorWrapper):
         """Step the sub-envs and return the rewards of ``mode``; the info gains stages and reward terms."""
         obs, env_rewards, terminations, truncations, infos = self.env.step(actions)
         all_rows = np.ones(self.num_envs, dtype=bool)
-        facts = facts_from_info(infos, rows=all_rows, where=f"The info of {self.env}.step()")
+        facts = facts_from_info(infos, self.config.info_keys, rows=all_rows, where=f"The info of {self.env}.step()")
         done = np.logical_or(terminations, truncations)
         memory = self._memory
         final_info: dict[str, Any] | None = None
@@ -104,7 +104,9 @@ class StagedRewardVectorWrapper(VectorWrapper):
             self._reset_next = done.copy()
         elif self.autoreset_mode == AutoresetMode.SAME_STEP and done.any():
             final_info = infos["final_info"]
-            final_facts = facts_from_info(final_info, rows=done, where=f"The final_info of {self.env}.step()")
+            final_facts = facts_from_info(
+                final_info, self.config.info_keys, rows=done, where=f"The final_info of {self.env}.step()"
+            )
             step_facts = {key: np.where(done, final_facts[key], facts[key]) for key in facts}
             result = compute_reward(step_facts, memory, self.config, self.mode)
             start = staged_reward(facts, None, self.config)

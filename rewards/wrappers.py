@@ -84,7 +84,7 @@ class StagedRewardWrapper(gym.Wrapper[ObsType, ActType, ObsType, ActType], gym.u
         obs, info = self.env.reset(seed=seed, options=options)
         check_no_collision(info, (STAGE_KEY,))
         result = staged_reward(
-            facts_from_info(info, where=f"The info of {self.env}.reset()"), None, self.config
+            facts_from_info(info, self.config.info_keys, where=f"The info of {self.env}.reset()"), None, self.config
         )
         self._memory = result.memory
         return obs, {**info, STAGE_KEY: int(result.stage)}
@@ -92,7 +92,7 @@ class StagedRewardWrapper(gym.Wrapper[ObsType, ActType, ObsType, ActType], gym.u
     def step(self, action: ActType) -> tuple[ObsType, SupportsFloat, bool, bool, dict[str, Any]]:
         """Step the env and return the reward of ``mode``; the info gains the stage and the reward terms."""
         obs, env_reward, terminated, truncated, info = self.env.step(action)
-        facts = facts_from_info(info, where=f"The info of {self.env}.step()")
+        facts = facts_from_info(info, self.config.info_keys, where=f"The info of {self.env}.step()")
         result = compute_reward(facts, self._memory, self.config, self.mode)
         self._memory = result.memory
         added = {name: float(value) for name, value in added_info(result).items()}

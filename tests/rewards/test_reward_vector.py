@@ -15,7 +15,13 @@ from rewards.testing import LIFT_AND_DROP, PICK_AND_PLACE, START_FACTS, FactsRep
 # next episode's first steps into drops.
 EPISODES = [LIFT_AND_DROP, PICK_AND_PLACE, LIFT_AND_DROP[:3], [facts(eef_to_target=0.1)]]
 STEPS = 23
-TERM_KEYS = ("reward/stage_value", "reward/basket_approach", "reward/basket_above", "reward/drop")
+TERM_KEYS = (
+    "reward/stage_value",
+    "reward/basket_approach",
+    "reward/basket_above",
+    "reward/drop",
+    "reward/basket_disturbed",
+)
 
 
 def make_vector(autoreset=AutoresetMode.NEXT_STEP, episodes=EPISODES, vector_cls=SyncVectorEnv, **kwargs):

@@ -41,6 +41,7 @@ def test_staged_episode():
             "reward/basket_approach",
             "reward/basket_above",
             "reward/drop",
+            "reward/basket_disturbed",
         }
         assert sum(terms.values()) == pytest.approx(reward)
         assert "target_lift" in info  # the env's facts are kept
@@ -57,8 +58,12 @@ def test_memory_is_reset_between_episodes():
 @pytest.mark.parametrize(
     ("mode", "expected", "terms"),
     [
-        ("sparse", [0.0] * 8 + [1.0], {"reward/success"}),
-        ("dense", None, {"reward/reach", "reward/grasp", "reward/lift", "reward/place", "reward/success"}),
+        ("sparse", [0.0] * 8 + [1.0], {"reward/success", "reward/basket_disturbed"}),
+        (
+            "dense",
+            None,
+            {"reward/reach", "reward/grasp", "reward/lift", "reward/place", "reward/success", "reward/basket_disturbed"},
+        ),
     ],
 )
 def test_other_modes_keep_the_stage(mode, expected, terms):
