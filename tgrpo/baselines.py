@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from tgrpo.checkpoint import CHECKPOINT_NAME, save_checkpoint
-from tgrpo.config import DEFAULT_LR, ConfigError, _choice, _positive_int
+from tgrpo.config import DEFAULT_LR, ConfigError, _choice, _info_key, _positive_int
 from tgrpo.logger import MetricsLogger, plot_training_curve
 from tgrpo.loss import RATIO_LEVELS, tgrpo_loss
 from tgrpo.policy import MLPTokenPolicy, Observation, TokenActionPolicy, flatten_observation
@@ -130,6 +130,8 @@ class PPOConfig:
     """Global gradient-norm clipping; None disables it."""
     temperature: float = 1.0
     """Sampling temperature during rollouts."""
+    success_key: str = "is_success"
+    """Boolean ``info`` key read as success (the success rate), as in TGRPO."""
     seed: int = 0
     """Seed of torch, NumPy and the env resets."""
     output_dir: str = "runs/ppo"
@@ -146,6 +148,7 @@ class PPOConfig:
     def __post_init__(self) -> None:
         self.log_formats = tuple(self.log_formats)
         _choice("ratio_level", self.ratio_level, RATIO_LEVELS)
+        _info_key("success_key", self.success_key)
         for name in ("iterations", "max_steps", "epochs", "minibatch_size"):
             _positive_int(name, getattr(self, name), f"a positive integer for {name}")
         checks = [
@@ -214,6 +217,7 @@ def train_ppo(
                 mode="independent",
                 temperature=cfg.temperature,
                 seed=cfg.seed + k * m,
+                success_key=cfg.success_key,
             )
             rollout_s = time.perf_counter() - t0
             env_steps += g.env_steps

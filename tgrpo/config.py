@@ -47,6 +47,10 @@ class TGRPOConfig:
     rollout_mode: str = "paper"
     """``"paper"``: the group ends at its first success or at ``max_steps``, all trajectories the same
     length. ``"independent"``: each env ends on its own; shorter trajectories are masked."""
+    success_key: str = "is_success"
+    """Boolean ``info`` key read as success: it ends a ``"paper"`` group, gives the success rate and the
+    ``"grpo_success"`` advantages. ``libero_gym`` also provides ``"is_placed"`` (released in an undisturbed
+    basket), which the ``libero_tgrpo`` pipeline uses."""
     temperature: float = 1.0
     """Sampling temperature of the action tokens during rollouts (> 0)."""
     lr: float | None = None
@@ -125,6 +129,7 @@ class TGRPOConfig:
         """
         _choice("advantage_mode", self.advantage_mode, ADVANTAGE_MODES)
         _choice("rollout_mode", self.rollout_mode, ROLLOUT_MODES)
+        _info_key("success_key", self.success_key)
         _choice("ratio_level", self.ratio_level, RATIO_LEVELS)
         _choice("update_schedule", self.update_schedule, UPDATE_SCHEDULES)
         for fmt in self.log_formats:
@@ -221,4 +226,11 @@ def _positive_int(name: str, value: Any, example: str) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise ConfigError(
             f"TGRPOConfig.{name}={value!r} is not accepted: it must be an integer >= 1. Fix: pass {example}."
+        )
+
+
+def _info_key(name: str, value: Any) -> None:
+    if not isinstance(value, str) or not value:
+        raise ConfigError(
+            f"{name}={value!r} is not accepted: give the name of a boolean info key, e.g. {name}='is_success'."
         )

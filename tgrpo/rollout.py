@@ -3,8 +3,8 @@
 Two modes (``mode=``):
 
 ``"paper"``
-    All M sub-envs start together and the group ends at the first success in any of them (read from
-    ``info["is_success"]``) or at ``max_steps``, so all trajectories have the same length L (paper §3.3).
+    All M sub-envs start together and the group ends at the first success in any of them (read from the
+    boolean info key ``success_key``, ``info["is_success"]`` by default) or at ``max_steps``, so all trajectories have the same length L (paper §3.3).
     A sub-env that ends on its own earlier (terminated without success, or truncated) is masked from then on.
 ``"independent"``
     Each sub-env runs until its own termination/truncation or ``max_steps``; the group ends when all have
@@ -61,7 +61,7 @@ class GroupRollout:
         old_logp: [M, L, D] their log-probs under the sampling policy.
         rewards: [M, L] float64 env rewards (0 on masked steps).
         mask: [M, L] bool, True where step t of trajectory i exists.
-        success: [M] bool, whether trajectory i reached ``info["is_success"]``.
+        success: [M] bool, whether trajectory i reached success (``info[success_key]``).
         env_steps: number of valid transitions (``mask.sum()``).
         timings: seconds spent in ``policy.sample`` (``sample_s``) and ``envs.step`` (``env_s``).
     """
@@ -119,12 +119,14 @@ def _read_bool(info: Mapping[str, Any], key: str, m: int) -> np.ndarray:
     return vals.astype(bool) & present
 
 
-def read_success(info: Mapping[str, Any], m: int, autoreset_mode: str = "NextStep") -> np.ndarray:
-    """[M] bool success flags of one vector step, from ``info["is_success"]`` (or ``final_info``)."""
-    success = _read_bool(info, "is_success", m)
+def read_success(
+    info: Mapping[str, Any], m: int, autoreset_mode: str = "NextStep", key: str = "is_success"
+) -> np.ndarray:
+    """[M] bool success flags of one vector step, from ``info[key]`` (or ``final_info``)."""
+    success = _read_bool(info, key, m)
     if autoreset_mode == "SameStep" and "final_info" in info:
         ended = np.asarray(info.get("_final_info", np.ones(m, dtype=bool)), dtype=bool)
-        success = np.where(ended, _read_bool(info["final_info"], "is_success", m), success)
+        success = np.where(ended, _read_bool(info["final_info"], key, m), success)
     return success
 
 
@@ -160,6 +162,7 @@ def collect_group(
     mode: str = "paper",
     temperature: float = 1.0,
     seed: int | None = None,
+    success_key: str = "is_success",
 ) -> GroupRollout:
     """Roll out one group of ``envs.num_envs`` trajectories with ``policy``.
 
@@ -170,6 +173,8 @@ def collect_group(
         mode: ``"paper"`` or ``"independent"`` (see the module docstring).
         temperature: sampling temperature passed to ``policy.sample``.
         seed: seed for ``envs.reset`` (sub-env i gets ``seed + i``); None keeps the env's RNG.
+        success_key: the boolean info key that counts as success (and ends a ``"paper"`` group), e.g.
+            ``"is_placed"`` for ``libero_gym``'s stricter placement fact.
 
     Returns:
         A :class:`GroupRollout` with L <= ``max_steps``.
@@ -224,7 +229,7 @@ def collect_group(
                 "rewards must be finite numbers."
             )
         rew_buf.append(np.where(active, reward, 0.0))
-        succ_t = read_success(info, m, autoreset) & active
+        succ_t = read_success(info, m, autoreset, success_key) & active
         success |= succ_t
         ended_any = np.asarray(terminated, bool) | np.asarray(truncated, bool)
         active = active & ~ended_any

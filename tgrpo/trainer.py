@@ -177,7 +177,7 @@ def train(
 
     Args:
         env: any ``gymnasium.vector.VectorEnv`` with 7-D Box actions in [-1, 1]; rewards are whatever it
-            returns, success is read from ``info["is_success"]``.
+            returns, success is read from ``info[config.success_key]``.
         policy: a :class:`~tgrpo.policy.TokenActionPolicy`; None builds an
             :class:`~tgrpo.policy.MLPTokenPolicy` for ``env.single_observation_space``.
         config: options; None uses ``TGRPOConfig()``.
@@ -272,6 +272,7 @@ def train(
                 mode=cfg.rollout_mode,
                 temperature=cfg.temperature,
                 seed=cfg.seed + k * num_envs,
+                success_key=cfg.success_key,
             )
             rollout_s = time.perf_counter() - t0
             env_steps += group.env_steps
