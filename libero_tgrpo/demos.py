@@ -2,7 +2,9 @@
 
 A demonstration set is the successful episodes of :class:`libero_gym.experts.ScriptedExpert` on fresh
 training placements (``env.reset(seed=s)`` without ``init_state``): never on the 50 benchmark states, which
-are kept for evaluation. Episode ``j`` of a set with seed ``seed`` resets with ``seed * 100_000 + j`` and
+are kept for evaluation. By default an episode runs until the object is *placed* (``terminate_on=
+"is_placed"``: released in an undisturbed basket), not only until LIBERO's success, so that the
+demonstrations show the release too. Episode ``j`` of a set with seed ``seed`` resets with ``seed * 100_000 + j`` and
 its expert noise is seeded the same way, so a set depends only on ``(task, n, seed, noise, obs_mode)`` and
 the expert's code.
 
@@ -141,13 +143,14 @@ class DemoSet:
 _WORKER_ENV: dict[str, Any] = {}
 
 
-def _worker_init(task: int, obs_mode: str) -> None:
+def _worker_init(task: int, obs_mode: str, terminate_on: str) -> None:
     import gymnasium as gym
 
     import libero_gym  # noqa: F401  (registers the ids, sets MUJOCO_GL)
 
-    _WORKER_ENV["env"] = gym.make(f"LiberoObject-Task{task}-v0", obs_mode=obs_mode)
+    _WORKER_ENV["env"] = gym.make(f"LiberoObject-Task{task}-v0", obs_mode=obs_mode, terminate_on=terminate_on)
     _WORKER_ENV["task"] = task
+    _WORKER_ENV["terminate_on"] = terminate_on
 
 
 def _expert_episode(args: tuple[int, float, int]) -> dict[str, Any]:
@@ -160,8 +163,8 @@ def _expert_episode(args: tuple[int, float, int]) -> dict[str, Any]:
     rec = run_expert_episode(env, expert, seed=episode_seed, max_steps=max_steps)
     steps = rec["steps"]
     obs = {k: np.stack([o[k] for o in rec["observations"][:steps]]) for k in rec["observations"][0]}
-    return {"seed": episode_seed, "success": bool(rec["success"]), "steps": steps, "obs": obs,
-            "actions": rec["actions"]}
+    success = bool(rec["infos"][-1][_WORKER_ENV["terminate_on"]])
+    return {"seed": episode_seed, "success": success, "steps": steps, "obs": obs, "actions": rec["actions"]}
 
 
 def generate_demos(
@@ -173,6 +176,7 @@ def generate_demos(
     obs_mode: str = "state",
     workers: int = 2,
     max_steps: int = 280,
+    terminate_on: str = "is_placed",
     progress: bool = True,
     log: Callable[[str], None] | None = None,
 ) -> DemoSet:
@@ -186,6 +190,8 @@ def generate_demos(
         obs_mode: observation mode of the env (``"state"``, ``"rgb"``, ``"rgb_state"``).
         workers: parallel worker processes (forkserver), each with its own env.
         max_steps: step cap per episode (280, the evaluation protocol's).
+        terminate_on: the fact that ends an episode and makes it a success (``"is_placed"``: the object
+            released in an undisturbed basket; ``"is_success"``: LIBERO's predicate, object maybe still held).
         progress: show a tqdm bar.
         log: called with a summary line at the end.
 
@@ -196,10 +202,12 @@ def generate_demos(
         ValueError: on bad arguments.
         RuntimeError: if fewer than ``n`` of ``4 n`` expert episodes succeed.
     """
-    from libero_gym import get_task
+    from libero_gym import TERMINATION_KEYS, get_task
     from tgrpo import ActionTokenizer
 
     task_obj = get_task(task)
+    if terminate_on not in TERMINATION_KEYS:
+        raise ValueError(f"terminate_on={terminate_on!r} is not accepted: choose one of {TERMINATION_KEYS}.")
     if not isinstance(n, int) or n < 1:
         raise ValueError(f"n={n!r} is not accepted: give the number of demonstrations as an int >= 1.")
     if noise < 0:
@@ -213,7 +221,7 @@ def generate_demos(
     attempts = 0
     bar = progress_bar(progress, n, f"demos Task{task_obj.task_id}", "demo")
     ctx = mp.get_context("forkserver")
-    with ctx.Pool(processes=workers, initializer=_worker_init, initargs=(task_obj.task_id, obs_mode)) as pool:
+    with ctx.Pool(processes=workers, initializer=_worker_init, initargs=(task_obj.task_id, obs_mode, terminate_on)) as pool:
         for rec in pool.imap(_expert_episode, jobs, chunksize=1):
             attempts += 1
             if rec["success"]:
@@ -240,6 +248,7 @@ def generate_demos(
         "noise": float(noise),
         "obs_mode": obs_mode,
         "max_steps": int(max_steps),
+        "terminate_on": terminate_on,
         "expert": "libero_gym.experts.ScriptedExpert",
         "expert_version": expert_version(),
         "attempts": attempts,
@@ -328,11 +337,19 @@ def load_demos(path: str | os.PathLike) -> DemoSet:
 
 
 def demos_cache_path(
-    cache_dir: str | os.PathLike, task: int, n: int, seed: int, noise: float = 0.0, obs_mode: str = "state"
+    cache_dir: str | os.PathLike,
+    task: int,
+    n: int,
+    seed: int,
+    noise: float = 0.0,
+    obs_mode: str = "state",
+    terminate_on: str = "is_placed",
 ) -> Path:
-    """Cache file of a demonstration set: one name per (task, n, seed, noise, obs_mode, expert version)."""
+    """Cache file of a demonstration set: one name per (task, n, seed, noise, obs_mode, episode end, expert
+    version)."""
+    end = "" if terminate_on == "is_success" else f"_until-{terminate_on}"
     return Path(cache_dir) / (
-        f"task{task}_n{n}_seed{seed}_noise{noise:g}_{obs_mode}_expert-{expert_version()}"
+        f"task{task}_n{n}_seed{seed}_noise{noise:g}_{obs_mode}{end}_expert-{expert_version()}"
         f"_v{DEMO_FORMAT_VERSION}.npz"
     )
 
@@ -346,6 +363,7 @@ def get_demos(
     obs_mode: str = "state",
     cache_dir: str | os.PathLike = "outputs/demos",
     workers: int = 2,
+    terminate_on: str = "is_placed",
     progress: bool = True,
     log: Callable[[str], None] | None = None,
 ) -> tuple[DemoSet, Path, bool]:
@@ -354,7 +372,7 @@ def get_demos(
     Returns:
         ``(demos, path, cached)``: ``cached`` is True when the file already existed and was reused.
     """
-    path = demos_cache_path(cache_dir, task, n, seed, noise, obs_mode)
+    path = demos_cache_path(cache_dir, task, n, seed, noise, obs_mode, terminate_on)
     if path.is_file():
         try:
             demos = load_demos(path)
@@ -364,6 +382,6 @@ def get_demos(
         except DemoFormatError:
             pass
     demos = generate_demos(task, n, seed=seed, noise=noise, obs_mode=obs_mode, workers=workers,
-                           progress=progress, log=log)
+                           terminate_on=terminate_on, progress=progress, log=log)
     save_demos(demos, path)
     return demos, path, False

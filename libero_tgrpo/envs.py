@@ -3,9 +3,13 @@
 Training: ``gym.make_vec("LiberoObject-Task{k}-v0", num_envs=M)`` (async, forkserver workers) with the
 paper's staged reward (:class:`rewards.StagedRewardVectorWrapper`) and, by default, one shared training
 placement per group (:class:`SharedPlacementVectorWrapper`). Training placements come from LIBERO's
-samplers and are never the 50 benchmark states.
+samplers and are never the 50 benchmark states. Success in training means *placed*: episodes end on
+``is_placed`` (the object released in an undisturbed basket) and the staged reward's top stage needs it,
+with a penalty for a knocked basket (``RewardConfig(require_placement=True)``), so that a policy is never
+rewarded for tipping the basket or for holding on to the object.
 
-Evaluation: the same vector env, whose sub-envs are sent to the benchmark states one after the other by
+Evaluation: the same vector env, with LIBERO's own end of episode (its success predicate) followed by the
+release check, whose sub-envs are sent to the benchmark states one after the other by
 :func:`libero_tgrpo.evaluation.evaluate_benchmark`.
 """
 
@@ -19,7 +23,7 @@ from gymnasium.vector import VectorWrapper
 
 import libero_gym  # noqa: F401  (registers the ids; sets MUJOCO_GL before mujoco is imported)
 from libero_gym import MAX_EPISODE_STEPS, get_task
-from rewards import StagedRewardVectorWrapper
+from rewards import RewardConfig, StagedRewardVectorWrapper
 
 __all__ = [
     "SharedPlacementVectorWrapper",
@@ -27,11 +31,20 @@ __all__ = [
     "make_train_envs",
     "make_eval_envs",
     "TRAIN_PLACEMENT_OFFSET",
+    "TRAIN_REWARD_CONFIG",
+    "TRAIN_SUCCESS_KEY",
 ]
 
 TRAIN_PLACEMENT_OFFSET = 7_000_000
 """Placement seeds of TGRPO groups are ``TRAIN_PLACEMENT_OFFSET + reset seed``: away from the seeds the
 demonstrations reset with, so RL trains on placements the SFT data did not contain."""
+
+
+TRAIN_SUCCESS_KEY = "is_placed"
+"""The fact that ends a training episode and a TGRPO group (``TGRPOConfig.success_key``)."""
+
+TRAIN_REWARD_CONFIG = RewardConfig(require_placement=True)
+"""The staged reward of training: stage 4 needs the object placed, a knocked basket costs -8 per step."""
 
 
 def env_id(task: int) -> str:
@@ -84,6 +97,8 @@ def make_train_envs(
     reward_mode: str = "staged",
     max_episode_steps: int = MAX_EPISODE_STEPS,
     vectorization: str = "async",
+    terminate_on: str = TRAIN_SUCCESS_KEY,
+    reward_config: RewardConfig = TRAIN_REWARD_CONFIG,
     **env_kwargs: Any,
 ) -> gym.vector.VectorEnv:
     """The vector env of a TGRPO group: M sub-envs of one task with the staged reward.
@@ -96,6 +111,8 @@ def make_train_envs(
         reward_mode: reward of :class:`rewards.StagedRewardVectorWrapper` (``"staged"``: the paper's).
         max_episode_steps: step limit of each sub-env.
         vectorization: ``"async"`` (one process per sub-env) or ``"sync"``.
+        terminate_on: the fact that ends an episode (``"is_placed"``; ``"is_success"`` for LIBERO's).
+        reward_config: thresholds and values of the reward (placement-aware by default).
         **env_kwargs: passed to the env (``image_size``, ...).
 
     Returns:
@@ -107,11 +124,12 @@ def make_train_envs(
         vectorization=vectorization,
         obs_mode=obs_mode,
         max_episode_steps=max_episode_steps,
+        terminate_on=terminate_on,
         **env_kwargs,
     )
     if shared_placement:
         envs = SharedPlacementVectorWrapper(envs)
-    return StagedRewardVectorWrapper(envs, mode=reward_mode)
+    return StagedRewardVectorWrapper(envs, mode=reward_mode, config=reward_config)
 
 
 def make_eval_envs(
@@ -123,7 +141,9 @@ def make_eval_envs(
     vectorization: str = "async",
     **env_kwargs: Any,
 ) -> gym.vector.VectorEnv:
-    """The vector env of benchmark evaluation (staged reward for the per-episode stage report).
+    """The vector env of benchmark evaluation: episodes end at LIBERO's success, then the release check runs.
+
+    The staged reward (LIBERO's success as stage 4) is there for the per-episode stage report.
 
     Args:
         task: task number 1-10.
@@ -134,4 +154,6 @@ def make_eval_envs(
         **env_kwargs: passed to the env.
     """
     return make_train_envs(task, num_envs, obs_mode=obs_mode, shared_placement=False, reward_mode="staged",
-                           max_episode_steps=max_episode_steps, vectorization=vectorization, **env_kwargs)
+                           max_episode_steps=max_episode_steps, vectorization=vectorization,
+                           terminate_on="is_success", reward_config=RewardConfig(), release_check=True,
+                           **env_kwargs)

@@ -1,9 +1,18 @@
 """Benchmark evaluation: the 50 fixed initial states of a task, 280 steps at most, and rollout videos.
 
 Protocol (LIBERO-Object, as OpenVLA and the TGRPO paper): one episode from each of the task's 50
-benchmark states, each capped at 280 policy steps after the env's 10 warm-up steps; success is LIBERO's own
-predicate (``info["is_success"]``). Decoding is greedy by default (``temperature=0``: the argmax token of
-each action dimension); ``temperature > 0`` samples, seeded.
+benchmark states, each capped at 280 policy steps after the env's 10 warm-up steps, ending at LIBERO's
+success. Decoding is greedy by default (``temperature=0``: the argmax token of each action dimension);
+``temperature > 0`` samples, seeded.
+
+Two metrics per episode, reported side by side:
+
+- ``success``: LIBERO's own predicate (``info["is_success"]``) reached, comparable with published numbers.
+  It also counts a basket knocked over with the object still gripped inside it.
+- ``placed``: the strict success. LIBERO's success reached, then the release check of the env (the gripper
+  opened and the arm held still for 20 steps, ``libero_gym.PlacementConfig.release_steps``) after which
+  the object is still in the basket, no finger touches it and the basket is undisturbed
+  (``info["placed_after_release"]``, ``docs/info_contract.md``).
 
 The sub-envs of a vector env work through the list of states as a queue: a sub-env whose episode ends is
 sent to the next state at its autoreset (``envs.set_attr("next_init_state", ...)``), so no env waits for
@@ -42,21 +51,38 @@ def _set_init_states(envs: Any, states: list[int | None]) -> None:
 
 
 def summarize_episodes(episodes: Sequence[dict[str, Any]]) -> dict[str, float]:
-    """Success rate and length statistics of per-episode records (``success``, ``length``, ``max_stage``).
+    """Success rates and length statistics of per-episode records (``success``, ``placed``, ``length``,
+    ``max_stage``).
 
-    ``mean_length_success`` is None when no episode succeeded.
+    ``success_rate``/``successes`` count LIBERO's success, ``placed_rate``/``placed`` the strict one (None
+    when a record has no ``placed``). ``mean_length_success`` is None when no episode succeeded.
     """
     succ = np.array([e["success"] for e in episodes], dtype=bool)
+    placed = None if any("placed" not in e for e in episodes) else np.array([e["placed"] for e in episodes], bool)
     lengths = np.array([e["length"] for e in episodes], dtype=float)
     stages = np.array([e.get("max_stage", -1) for e in episodes], dtype=float)
     return {
         "success_rate": float(succ.mean()) if succ.size else float("nan"),
         "successes": int(succ.sum()),
+        "placed_rate": None if placed is None else (float(placed.mean()) if placed.size else float("nan")),
+        "placed": None if placed is None else int(placed.sum()),
         "episodes": int(succ.size),
         "mean_length": float(lengths.mean()) if lengths.size else float("nan"),
         "mean_length_success": float(lengths[succ].mean()) if succ.any() else None,
         "mean_max_stage": float(stages.mean()) if stages.size else float("nan"),
     }
+
+
+def _check_eval_env(envs: Any) -> None:
+    base = getattr(envs, "unwrapped", envs)
+    release = tuple(base.get_attr("release_check"))
+    ends = tuple(base.get_attr("terminate_on"))
+    if not all(release) or any(end != "is_success" for end in ends):
+        raise ValueError(
+            f"the evaluation env has release_check={release} and terminate_on={ends}: benchmark evaluation "
+            "needs episodes that end at LIBERO's success (terminate_on='is_success') followed by the release "
+            "check (release_check=True). Build it with libero_tgrpo.envs.make_eval_envs."
+        )
 
 
 def evaluate_benchmark(
@@ -74,7 +100,9 @@ def evaluate_benchmark(
 
     Args:
         envs: a LIBERO-Object vector env (:func:`libero_tgrpo.envs.make_eval_envs`) whose step limit is
-            ``max_steps``; the staged-reward wrapper is optional (it adds ``max_stage`` to the records).
+            ``max_steps``, whose episodes end at LIBERO's success (``terminate_on="is_success"``) and whose
+            sub-envs run the release check (``release_check=True``); the staged-reward wrapper is optional
+            (it adds ``max_stage`` to the records).
         policy: a :class:`tgrpo.TokenActionPolicy`.
         states: benchmark state indices (default: all 50).
         max_steps: step cap of an episode; the env must truncate there (280 for the registered ids).
@@ -85,11 +113,12 @@ def evaluate_benchmark(
 
     Returns:
         ``summary`` (:func:`summarize_episodes`), ``episodes`` (one record per state: ``init_state``,
-        ``success``, ``length``, ``max_stage``), ``temperature``, ``max_steps``, ``seed``, ``env_steps``,
-        ``time_s``, ``steps_per_s``.
+        ``success``, ``placed``, ``length``, ``max_stage``), ``temperature``, ``max_steps``, ``seed``,
+        ``env_steps``, ``time_s``, ``steps_per_s``.
 
     Raises:
-        ValueError: for a state outside 0-49, or an env that runs an episode past ``max_steps``.
+        ValueError: for a state outside 0-49, an env without the release check or with another end of
+            episode than LIBERO's success, or an env that runs an episode past ``max_steps``.
     """
     states = list(range(NUM_INIT_STATES)) if states is None else [int(s) for s in states]
     bad = [s for s in states if not 0 <= s < NUM_INIT_STATES]
@@ -97,6 +126,7 @@ def evaluate_benchmark(
         raise ValueError(f"states={bad or states} are not accepted: give benchmark states in 0-{NUM_INIT_STATES - 1}.")
     if temperature < 0:
         raise ValueError(f"temperature={temperature!r} is not accepted: 0 (greedy) or > 0 (sampling).")
+    _check_eval_env(envs)
     m = int(envs.num_envs)
     t_start = time.perf_counter()
     generator_state = torch.random.get_rng_state()
@@ -122,6 +152,7 @@ def evaluate_benchmark(
             instr = read_instructions(envs, info, previous=instr)
             stage = _read(info, "stage", m).astype(int)
             is_success = _read(info, "is_success", m, False).astype(bool)
+            released_ok = _read(info, "placed_after_release", m, False).astype(bool)
             done = np.asarray(terminated, bool) | np.asarray(truncated, bool)
             next_states: list[int | None] = [None] * m
             for i in range(m):
@@ -146,6 +177,7 @@ def evaluate_benchmark(
                         {
                             "init_state": current[i],
                             "success": bool(success[i]),
+                            "placed": bool(success[i] and released_ok[i]),
                             "length": int(steps[i]),
                             "max_stage": int(max_stage[i]),
                         }
@@ -174,7 +206,8 @@ def evaluate_benchmark(
     if log is not None:
         s = out["summary"]
         log(
-            f"eval: success {s['successes']}/{s['episodes']} ({100 * s['success_rate']:.0f}%), mean length "
+            f"eval: LIBERO success {s['successes']}/{s['episodes']} ({100 * s['success_rate']:.0f}%), placed "
+            f"{s['placed']}/{s['episodes']} ({100 * s['placed_rate']:.0f}%), mean length "
             f"{s['mean_length']:.0f}, {env_steps} steps in {elapsed:.1f}s ({out['steps_per_s']:.0f} steps/s)"
         )
     return out
@@ -195,21 +228,25 @@ def record_video(
 ) -> dict[str, Any]:
     """Roll the policy out from one benchmark state in a single env and write an mp4 of the agentview camera.
 
+    The episode ends as in :func:`evaluate_benchmark` (LIBERO's success, then the release check, whose
+    steps are not in the video).
+
     Returns:
-        ``path``, ``init_state``, ``success``, ``length``, ``frames``.
+        ``path``, ``init_state``, ``success`` (LIBERO's), ``placed``, ``length``, ``frames``.
     """
     import gymnasium as gym
     import imageio.v2 as imageio
 
     from libero_tgrpo.envs import env_id
 
-    env = gym.make(env_id(task), obs_mode=obs_mode, render_mode="rgb_array", render_size=render_size)
+    env = gym.make(env_id(task), obs_mode=obs_mode, render_mode="rgb_array", render_size=render_size,
+                   release_check=True)
     generator_state = torch.random.get_rng_state()
     torch.manual_seed(seed)
     try:
         obs, info = env.reset(seed=seed, options={"init_state": int(init_state)})
         frames = [env.render()]
-        success, length = False, 0
+        success, placed, length = False, False, 0
         for _ in range(max_steps):
             batched = {k: np.asarray(v)[None] for k, v in obs.items()}
             with torch.no_grad():
@@ -219,6 +256,7 @@ def record_video(
             frames.append(env.render())
             length += 1
             success |= bool(info["is_success"])
+            placed = success and bool(info["placed_after_release"])
             if terminated or truncated:
                 break
     finally:
@@ -227,5 +265,5 @@ def record_video(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     imageio.mimsave(path, [np.asarray(f) for f in frames], fps=fps)
-    return {"path": str(path), "init_state": int(init_state), "success": success, "length": length,
-            "frames": len(frames)}
+    return {"path": str(path), "init_state": int(init_state), "success": success, "placed": placed,
+            "length": length, "frames": len(frames)}

@@ -21,8 +21,8 @@ def test_eval_on_two_benchmark_states(policy):
         envs.close()
     assert [e["init_state"] for e in res["episodes"]] == [3, 7, 9]
     for e in res["episodes"]:
-        assert set(e) == {"init_state", "success", "length", "max_stage"}
-        assert e["length"] == 15 and e["success"] is False and 0 <= e["max_stage"] <= 4
+        assert set(e) == {"init_state", "success", "placed", "length", "max_stage"}
+        assert e["length"] == 15 and e["success"] is False and e["placed"] is False and 0 <= e["max_stage"] <= 4
     s = res["summary"]
     assert s["episodes"] == 3 and s["successes"] == 0 and s["success_rate"] == 0.0 and s["mean_length"] == 15
     assert res["env_steps"] == 45 and res["max_steps"] == 15 and res["temperature"] == 0.0
