@@ -387,7 +387,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
                                     max_steps=args.eval_max_steps, temperature=args.eval_temperature, seed=args.seed)
     out = _write_json(Path(args.output_dir) / "eval.json", res)
     s = res["summary"]
-    print(json.dumps({"success_rate": s["success_rate"], "episodes": s["episodes"],
+    print(json.dumps({"success_rate": s["success_rate"], "placed_rate": s["placed_rate"], "episodes": s["episodes"],
                       "mean_length": round(s["mean_length"], 1), "file": str(out)}))
     return 0
 

@@ -29,7 +29,7 @@ import torch
 import tgrpo
 from libero_gym import MAX_EPISODE_STEPS, NUM_INIT_STATES, get_task
 from libero_tgrpo.demos import DemoSet, get_demos, load_demos
-from libero_tgrpo.envs import env_id, make_eval_envs, make_train_envs
+from libero_tgrpo.envs import TRAIN_SUCCESS_KEY, env_id, make_eval_envs, make_train_envs
 from libero_tgrpo.evaluation import evaluate_benchmark, record_video
 from libero_tgrpo.paper import PAPER_TABLE1, paper_alphas
 from libero_tgrpo.plots import plot_main_job
@@ -370,6 +370,7 @@ def run_train(
                 epochs=cfg.ppo_epochs,
                 minibatch_size=cfg.minibatch_size,
                 temperature=cfg.temperature,
+                success_key=TRAIN_SUCCESS_KEY,
                 seed=cfg.seed,
                 output_dir=str(out_dir),
                 progress_bar=cfg.progress,
@@ -384,6 +385,7 @@ def run_train(
                 iterations=cfg.iterations,
                 max_steps=cfg.max_steps,
                 rollout_mode=cfg.rollout_mode,
+                success_key=TRAIN_SUCCESS_KEY,
                 temperature=cfg.temperature,
                 lr=cfg.lr,
                 clip_eps=cfg.clip_eps,
@@ -442,7 +444,7 @@ def run_eval(
 def before_after_table(rows: Sequence[tuple[str, dict[str, Any]]], task: int, paper: bool = True) -> str:
     """Markdown table of evaluation results (``rows`` = ``[(name, evaluation result), ...]``)."""
     lines = [
-        "| policy | success | successes / episodes | mean length | mean length (successes) | paper (OpenVLA-7B) |",
+        "| policy | LIBERO success | placed | mean length | mean length (successes) | paper (OpenVLA-7B, LIBERO) |",
         "|---|---|---|---|---|---|",
     ]
     for name, res in rows:
@@ -451,10 +453,15 @@ def before_after_table(rows: Sequence[tuple[str, dict[str, Any]]], task: int, pa
         ref = f"{PAPER_TABLE1[key][task]}%" if paper and key else "-"
         mls = "-" if s["mean_length_success"] is None else f"{s['mean_length_success']:.0f}"
         lines.append(
-            f"| {name} | {100 * s['success_rate']:.0f}% | {s['successes']}/{s['episodes']} | "
-            f"{s['mean_length']:.0f} | {mls} | {ref} |"
+            f"| {name} | {_rate(s['success_rate'], s['successes'], s['episodes'])} | "
+            f"{_rate(s.get('placed_rate'), s.get('placed'), s['episodes'])} | {s['mean_length']:.0f} | {mls} | {ref} |"
         )
     return "\n".join(lines)
+
+
+def _rate(rate: float | None, count: int | None, episodes: int) -> str:
+    """``"46% (23/50)"``, or ``"not measured"`` for evaluations made before the placed metric existed."""
+    return "not measured" if rate is None else f"{100 * rate:.0f}% ({count}/{episodes})"
 
 
 # ---------------------------------------------------------------------------------------------- main job
@@ -546,8 +553,10 @@ def run_main_job(cfg: PipelineConfig, record: bool | str = False, say: Callable[
     rows = result.history
     if rows and plot_main_job(
         rows,
-        [("SFT", eval_sft["summary"]["success_rate"], PAPER_TABLE1["sft"][cfg.task]),
-         (name, eval_rl["summary"]["success_rate"], PAPER_TABLE1[paper_key][cfg.task] if paper_key else None)],
+        [("SFT", eval_sft["summary"]["success_rate"], eval_sft["summary"].get("placed_rate"),
+          PAPER_TABLE1["sft"][cfg.task]),
+         (name, eval_rl["summary"]["success_rate"], eval_rl["summary"].get("placed_rate"),
+          PAPER_TABLE1[paper_key][cfg.task] if paper_key else None)],
         out / "training_curve.png",
         title=f"LiberoObject-Task{cfg.task}, {cfg.policy} policy, seed {cfg.seed}: SFT then {name}",
     ):
@@ -569,8 +578,8 @@ def run_main_job(cfg: PipelineConfig, record: bool | str = False, say: Callable[
             return v
 
         video = timed("video", do_video)
-        say(f"video: {vpath} (benchmark state {video['init_state']}, success={video['success']}, "
-            f"{video['length']} steps)")
+        say(f"video: {vpath} (benchmark state {video['init_state']}, LIBERO success={video['success']}, "
+            f"placed={video.get('placed')}, {video['length']} steps)")
     timings["total"] = round(time.perf_counter() - t_job, 2)
 
     # 7. summary and table
@@ -585,6 +594,7 @@ def run_main_job(cfg: PipelineConfig, record: bool | str = False, say: Callable[
         "alphas": list(cfg.alphas),
         "success_rate": {"sft": before, cfg.method: after},
         "improvement_points": delta,
+        "placed_rate": {"sft": eval_sft["summary"].get("placed_rate"), cfg.method: eval_rl["summary"].get("placed_rate")},
         "eval": {"sft": eval_sft["summary"], cfg.method: eval_rl["summary"]},
         "eval_protocol": {
             "states": list(cfg.eval_states),
@@ -654,9 +664,17 @@ def _table_and_verdict(cfg: PipelineConfig, summary: dict[str, Any]) -> tuple[st
     table = before_after_table([("SFT", {"summary": ev["sft"]}), (name, {"summary": ev[cfg.method]})], cfg.task)
     before, after = summary["success_rate"]["sft"], summary["success_rate"][cfg.method]
     verdict = (
-        f"{name} changed the success rate by {100 * (after - before):+.0f} points "
-        f"({100 * before:.0f}% -> {100 * after:.0f}%) on {len(cfg.eval_states)} benchmark states of Task{cfg.task}."
+        f"{name} changed LIBERO's success rate by {100 * (after - before):+.0f} points "
+        f"({100 * before:.0f}% -> {100 * after:.0f}%)"
     )
+    placed = summary.get("placed_rate") or {}
+    p_before, p_after = placed.get("sft"), placed.get(cfg.method)
+    if p_before is not None and p_after is not None:
+        verdict += (
+            f" and the placed rate by {100 * (p_after - p_before):+.0f} points "
+            f"({100 * p_before:.0f}% -> {100 * p_after:.0f}%)"
+        )
+    verdict += f" on {len(cfg.eval_states)} benchmark states of Task{cfg.task}."
     return table, verdict
 
 
@@ -696,7 +714,9 @@ def _results_markdown(cfg: PipelineConfig, summary: dict[str, Any]) -> str:
     video = summary.get("video") or {}
     video_line = (
         [f"Rollout video of the final policy (greedy, benchmark state {video.get('init_state')}, "
-         f"{'success' if video.get('success') else 'failure'} in {video.get('length')} steps): "
+         f"{'LIBERO success' if video.get('success') else 'LIBERO failure'}"
+         f"{'' if video.get('placed') is None else (', placed' if video['placed'] else ', not placed')} in "
+         f"{video.get('length')} steps): "
          f"[{Path(video['path']).name}]({Path(video['path']).name})", ""]
         if video.get("path") else []
     )
@@ -713,7 +733,11 @@ def _results_markdown(cfg: PipelineConfig, summary: dict[str, Any]) -> str:
             "",
             f"Evaluation: {len(cfg.eval_states)} benchmark initial states, one episode each, at most "
             f"{cfg.eval_max_steps} steps after 10 warm-up steps, "
-            + ("greedy decoding." if cfg.eval_temperature == 0 else f"sampling at temperature {cfg.eval_temperature}."),
+            + ("greedy decoding. " if cfg.eval_temperature == 0 else f"sampling at temperature {cfg.eval_temperature}. ")
+            + "LIBERO success: LIBERO's predicate (comparable with published numbers). Placed: LIBERO success, "
+            "then the gripper opened and the arm held still for 20 steps, after which the object is still in the "
+            "basket, untouched, and the basket undisturbed. Training episodes end on placement, and the staged "
+            "reward's top stage needs it.",
             f"SFT: {summary['demos']['episodes']} expert demonstrations ({summary['demos']['steps']} steps), "
             f"{cfg.sft_epochs} epochs, hidden {list(cfg.hidden)}. RL: {cfg.iterations} iterations, groups of "
             f"M={cfg.num_envs}, <= {cfg.max_steps} steps, lr {cfg.lr}, temperature {cfg.temperature}, "

@@ -22,7 +22,7 @@ def _smooth(values: Sequence[float], window: int = 5) -> np.ndarray:
 
 def plot_main_job(
     rows: Sequence[dict[str, Any]],
-    bars: Sequence[tuple[str, float, float | None]],
+    bars: Sequence[tuple[str, float, float | None, float | None]],
     path: str | os.PathLike,
     title: str = "",
 ) -> bool:
@@ -30,7 +30,8 @@ def plot_main_job(
 
     Args:
         rows: TGRPO metric rows (``metrics.jsonl``), one per iteration.
-        bars: ``(label, our success rate in [0, 1], paper's success rate in % or None)`` per policy.
+        bars: ``(label, LIBERO success rate in [0, 1], placed rate in [0, 1] or None, paper's success rate
+            in % or None)`` per policy.
         path: PNG file to write.
         title: figure title.
 
@@ -62,18 +63,23 @@ def plot_main_job(
     axes[0].legend(fontsize=8)
     ax = axes[3]
     x = np.arange(len(bars))
-    ours = [100 * b[1] for b in bars]
-    ax.bar(x, ours, 0.6, color=["tab:gray", "tab:green", "tab:blue", "tab:orange"][: len(bars)])
-    for i, v in enumerate(ours):
-        ax.text(i, v + 2, f"{v:.0f}%", ha="center", fontsize=9)
-    paper = [b[2] for b in bars]
+    colors = ["tab:gray", "tab:green", "tab:blue", "tab:orange"][: len(bars)]
+    libero = [100 * b[1] for b in bars]
+    placed = [None if b[2] is None else 100 * b[2] for b in bars]
+    ax.bar(x - 0.18, libero, 0.36, color=colors, label="LIBERO success")
+    ax.bar(x + 0.18, [0 if p is None else p for p in placed], 0.36, color=colors, alpha=0.45, hatch="//",
+           label="placed")
+    for i, (v, p) in enumerate(zip(libero, placed)):
+        ax.text(i - 0.18, v + 2, f"{v:.0f}%", ha="center", fontsize=8)
+        ax.text(i + 0.18, (p or 0) + 2, "n/a" if p is None else f"{p:.0f}%", ha="center", fontsize=8)
+    paper = [b[3] for b in bars]
     if any(p is not None for p in paper):
-        ax.scatter([i for i, p in enumerate(paper) if p is not None], [p for p in paper if p is not None],
-                   marker="_", s=400, color="black", zorder=3, label="paper (OpenVLA-7B)")
-        ax.legend(fontsize=8, loc="lower right")
+        ax.scatter([i - 0.18 for i, p in enumerate(paper) if p is not None], [p for p in paper if p is not None],
+                   marker="_", s=200, color="black", zorder=3, label="paper (OpenVLA-7B, LIBERO)")
+    ax.legend(fontsize=7, loc="upper left")
     ax.set_xticks(x)
     ax.set_xticklabels([b[0] for b in bars])
-    ax.set_ylim(0, 105)
+    ax.set_ylim(0, 115)
     ax.set_title("success on the 50 benchmark states", fontsize=10)
     ax.grid(axis="y", alpha=0.3)
     if title:
