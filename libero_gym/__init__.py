@@ -15,6 +15,8 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 if os.environ["MUJOCO_GL"] in ("egl", "osmesa"):
     os.environ.setdefault("PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"])
 
+import logging  # noqa: E402
+
 from gymnasium.envs.registration import register, registry  # noqa: E402
 
 from libero_gym.env import OBS_MODES, STATE_DIM, STATE_LAYOUT, WARMUP_ACTION, LiberoObjectEnv  # noqa: E402
@@ -66,3 +68,19 @@ def _register() -> None:
 
 
 _register()
+
+
+class _DropMacroNotice(logging.Filter):
+    """Drops robosuite's import-time advice to create a "private macro file" (three warnings per process).
+
+    The file only holds robosuite's own global settings, which this package does not use: the notice is
+    noise, printed once by every env worker.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return "macro file" not in message and "setup_macros.py" not in message
+
+
+# robosuite logs through this logger; a filter on the logger applies to every handler it adds later.
+logging.getLogger("robosuite_logs").addFilter(_DropMacroNotice())
