@@ -67,12 +67,25 @@ def _parse_size(image_size: int | tuple[int, int]) -> tuple[int, int]:
 _OPEN_ENVS: weakref.WeakSet = weakref.WeakSet()
 
 
-@atexit.register
 def _close_open_envs() -> None:
     # Free GL contexts while EGL is still loaded; freeing them during interpreter teardown fails noisily.
     for env in list(_OPEN_ENVS):
         with contextlib.suppress(Exception):
             env.close()
+
+
+def _close_open_envs_first_at_exit() -> None:
+    """(Re-)register :func:`_close_open_envs` so that it runs before every exit handler registered so far.
+
+    MuJoCo's EGL backend registers ``eglTerminate`` when the first GL context is made; exit handlers run
+    last-registered first, so ours must be registered again after it, or the contexts of envs that were
+    never closed are freed after EGL is gone, each with an ``eglDestroyContext`` traceback.
+    """
+    atexit.unregister(_close_open_envs)
+    atexit.register(_close_open_envs)
+
+
+atexit.register(_close_open_envs)
 
 
 def _no_reward(action=None) -> float:
@@ -559,6 +572,7 @@ class LiberoObjectEnv(gym.Env):
             model.vis.global_.offwidth = max(model.vis.global_.offwidth, size[1])
             entry = (mujoco.Renderer(model, height=size[0], width=size[1]), model)
             self._renderers[size] = entry
+            _close_open_envs_first_at_exit()
         return entry[0]
 
     def _render_camera(self, camera: str, size: tuple[int, int]) -> np.ndarray:
