@@ -39,6 +39,8 @@ import multiprocessing as mp
 import os
 import time
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -220,16 +222,25 @@ def generate_demos(
     kept: list[dict[str, Any]] = []
     attempts = 0
     bar = progress_bar(progress, n, f"demos Task{task_obj.task_id}", "demo")
-    ctx = mp.get_context("forkserver")
-    with ctx.Pool(processes=workers, initializer=_worker_init, initargs=(task_obj.task_id, obs_mode, terminate_on)) as pool:
-        for rec in pool.imap(_expert_episode, jobs, chunksize=1):
+    # A process pool that reports a dead worker (BrokenProcessPool) instead of waiting for it forever.
+    pool = ProcessPoolExecutor(workers, mp.get_context("forkserver"), initializer=_worker_init,
+                               initargs=(task_obj.task_id, obs_mode, terminate_on))
+    try:
+        for rec in pool.map(_expert_episode, jobs):
             attempts += 1
             if rec["success"]:
                 kept.append(rec)
                 bar.update(1)
             if len(kept) == n:
                 break
-    bar.close()
+    except BrokenProcessPool as e:
+        raise RuntimeError(
+            f"a demonstration worker died after {attempts} expert episodes on Task{task_obj.task_id} (killed, or "
+            "out of memory?): run again with fewer --workers or more free memory."
+        ) from e
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        bar.close()
     if len(kept) < n:
         raise RuntimeError(
             f"the scripted expert succeeded in only {len(kept)} of {attempts} episodes on Task{task_obj.task_id}; "

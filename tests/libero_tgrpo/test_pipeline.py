@@ -56,7 +56,9 @@ def test_tiny_main_job_end_to_end(tmp_path, demo_cache, monkeypatch):
     monkeypatch.setattr(libero_tgrpo.paths, "results_dir", lambda: tmp_path / "results")
     (tmp_path / "results").mkdir()
     md = record_run(out, "tiny_job", say=lambda m: None).read_text()
-    assert "| SFT |" in md and "changed the success rate by" in md and "--num-envs 2" in md
+    assert "| SFT |" in md and "changed LIBERO's success rate by" in md and "--num-envs 2" in md
+    assert "| policy | LIBERO success | placed |" in md and "and the placed rate by" in md
+    assert summary["placed_rate"]["sft"] == summary["eval"]["sft"]["placed_rate"]
     assert json.loads((tmp_path / "results/tiny_job.json").read_text())["seed"] == 0
     with pytest.raises(ValueError, match="record name"):
         record_run(out, "../x")
@@ -81,7 +83,8 @@ def test_cli_stages(tmp_path, demo_cache, capsys):
     res = json.loads((tmp_path / "eval/eval.json").read_text())
     assert res["summary"]["episodes"] == 2 and res["policy_info"]["stage"] == "tgrpo"
     assert (tmp_path / "train/init_policy.pt").is_file() and (tmp_path / "train/policy.pt").is_file()
-    assert '"success_rate"' in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert '"success_rate"' in printed and '"placed_rate"' in printed
 
 
 @pytest.mark.parametrize("kw,needle", [({"num_envs": 1}, "num_envs=1"), ({"task": 0}, "1-10"),
