@@ -9,10 +9,11 @@ Example:
 """
 
 from tgrpo.advantages import step_advantages, tgrpo_advantages, trajectory_advantages
-from tgrpo.checkpoint import load_checkpoint, save_checkpoint
+from tgrpo.checkpoint import CheckpointError, UnsafeCheckpointError, load_checkpoint, save_checkpoint
 from tgrpo.config import ConfigError, TGRPOConfig
 from tgrpo.evaluation import evaluate
 from tgrpo.loss import k3_kl, tgrpo_loss
+from tgrpo.nonfinite import NonFiniteError
 from tgrpo.policy import MLPTokenPolicy, TokenActionPolicy, flatten_observation
 from tgrpo.rollout import GroupRollout, collect_group
 from tgrpo.tokenizer import ActionTokenizer
@@ -20,12 +21,15 @@ from tgrpo.trainer import TrainResult, compute_advantages, train, update_policy
 
 __all__ = [
     "ActionTokenizer",
+    "CheckpointError",
     "ConfigError",
     "GroupRollout",
     "MLPTokenPolicy",
+    "NonFiniteError",
     "TGRPOConfig",
     "TokenActionPolicy",
     "TrainResult",
+    "UnsafeCheckpointError",
     "collect_group",
     "compute_advantages",
     "evaluate",

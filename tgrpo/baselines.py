@@ -27,6 +27,7 @@ from tgrpo.checkpoint import CHECKPOINT_NAME, save_checkpoint
 from tgrpo.config import DEFAULT_LR, ConfigError, _choice, _info_key, _positive_int
 from tgrpo.logger import MetricsLogger, plot_training_curve
 from tgrpo.loss import RATIO_LEVELS, tgrpo_loss
+from tgrpo.nonfinite import NonFiniteGuard, check_finite_state
 from tgrpo.policy import MLPTokenPolicy, Observation, TokenActionPolicy, flatten_observation
 from tgrpo.rollout import collect_group
 from tgrpo.trainer import TrainResult, _progress
@@ -128,6 +129,8 @@ class PPOConfig:
     """Normalise advantages per minibatch (mean 0, std 1)."""
     max_grad_norm: float | None = 1.0
     """Global gradient-norm clipping; None disables it."""
+    max_nonfinite_skips: int = 10
+    """Skipped (nan/inf loss or gradient) optimizer steps in a row that stop training, as in ``TGRPOConfig``."""
     temperature: float = 1.0
     """Sampling temperature during rollouts."""
     success_key: str = "is_success"
@@ -149,7 +152,7 @@ class PPOConfig:
         self.log_formats = tuple(self.log_formats)
         _choice("ratio_level", self.ratio_level, RATIO_LEVELS)
         _info_key("success_key", self.success_key)
-        for name in ("iterations", "max_steps", "epochs", "minibatch_size"):
+        for name in ("iterations", "max_steps", "epochs", "minibatch_size", "max_nonfinite_skips"):
             _positive_int(name, getattr(self, name), f"a positive integer for {name}")
         checks = [
             ("gamma", 0 < self.gamma <= 1, "in (0, 1]", "gamma=0.99"),
@@ -205,6 +208,7 @@ def train_ppo(
         pi_params + list(value_fn.parameters()),
         lr=cfg.lr if cfg.lr is not None else getattr(policy, "recommended_lr", DEFAULT_LR),
     )
+    guard = NonFiniteGuard.for_config(cfg, policy)
     bar = _progress(cfg, 0)  # type: ignore[arg-type]
     env_steps = 0
     try:
@@ -268,6 +272,9 @@ def train_ppo(
                     loss.backward()
                     params = [p for grp in optimizer.param_groups for p in grp["params"]]
                     gn = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm or float("inf"))
+                    if not guard.ok(loss.detach(), gn, where=f"iteration {k}"):
+                        optimizer.zero_grad(set_to_none=True)
+                        continue
                     optimizer.step()
                     metrics.update(
                         loss=float(loss.detach()), value_loss=float(v_loss.detach()), grad_norm=float(gn)
@@ -277,6 +284,7 @@ def train_ppo(
                     n_updates += 1
             row: dict[str, Any] = {"iteration": k}
             row.update({f"losses/{key}": val / max(n_updates, 1) for key, val in sums.items()})
+            row["losses/nonfinite_skips"] = float(guard.take_count())
             row.update(
                 {
                     "charts/success_rate": float(g.success.mean()),
@@ -293,12 +301,15 @@ def train_ppo(
     finally:
         bar.close()
         logger.close()
+    policy_state, value_state = policy.state_dict(), value_fn.state_dict()
+    check_finite_state(policy_state, "the PPO policy")
+    check_finite_state(value_state, "the PPO value head")
     ckpt = save_checkpoint(
         out_dir / CHECKPOINT_NAME,
         {
             "iteration": cfg.iterations - 1,
-            "policy": policy.state_dict(),
-            "value_fn": value_fn.state_dict(),
+            "policy": policy_state,
+            "value_fn": value_state,
             "optimizer": optimizer.state_dict(),
             "config": {**cfg.__dict__, "log_formats": list(cfg.log_formats)},
         },

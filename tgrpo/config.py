@@ -60,6 +60,9 @@ class TGRPOConfig:
     """AdamW weight decay."""
     max_grad_norm: float | None = 1.0
     """Clip the global gradient norm to this value before each optimizer step; None disables clipping."""
+    max_nonfinite_skips: int = 10
+    """An optimizer step whose loss or gradient is nan/inf is skipped (counted as ``losses/nonfinite_skips``);
+    this many skipped steps in a row stop training with ``tgrpo.NonFiniteError`` (>= 1)."""
     clip_eps: float = 0.2
     """PPO clipping range epsilon of the ratio (eq. 3), in (0, 1)."""
     kl_beta: float = 0.04
@@ -152,6 +155,7 @@ class TGRPOConfig:
         _positive_int("epochs", self.epochs, "e.g. epochs=1 (the paper)")
         _positive_int("minibatch_size", self.minibatch_size, "e.g. minibatch_size=256")
         _positive_int("log_interval", self.log_interval, "e.g. log_interval=1")
+        _positive_int("max_nonfinite_skips", self.max_nonfinite_skips, "e.g. max_nonfinite_skips=10")
         for name in ("checkpoint_interval", "eval_interval"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 0:
