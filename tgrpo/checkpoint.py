@@ -260,7 +260,9 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
             "weights_only=False), turn its objects into tensors and plain values, and write it with "
             "tgrpo.save_checkpoint."
         ) from e
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as e:
+    except PermissionError:
+        raise
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:  # a torn zip: OSError(EINVAL)
         raise CheckpointError(
             f"{str(path)!r} is not a readable checkpoint (truncated, or not written by torch.save): {e}"
         ) from e

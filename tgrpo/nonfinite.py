@@ -1,6 +1,6 @@
 """Keeping non-finite numbers out of the weights and the checkpoints.
 
-A too large learning rate, a reward of ``inf`` or an overflowing ratio gives a loss or gradient of ``nan``
+A too large learning rate, rewards of a huge scale or an overflowing ratio gives a loss or gradient of ``nan``
 or ``inf``; one optimizer step with it turns every weight into ``nan``. The trainers (``tgrpo.train`` and
 ``tgrpo.baselines.train_ppo``) therefore ask a :class:`NonFiniteGuard` before each optimizer step: a step
 whose loss or gradient norm is not finite is skipped (gradients dropped, weights and optimizer state
@@ -52,8 +52,8 @@ class NonFiniteGuard:
         """
         lr = cfg.lr if cfg.lr is not None else getattr(policy, "recommended_lr", None)
         hint = (
-            f"Lower the learning rate (lr={lr}) or max_grad_norm (={cfg.max_grad_norm}), check the rewards for "
-            f"nan/inf, or raise max_nonfinite_skips (={cfg.max_nonfinite_skips}) to tolerate more."
+            f"Lower the learning rate (lr={lr}) or max_grad_norm (={cfg.max_grad_norm}), check the scale of "
+            f"the rewards, or raise max_nonfinite_skips (={cfg.max_nonfinite_skips}) to tolerate more."
         )
         return cls(cfg.max_nonfinite_skips, hint=hint)
 
