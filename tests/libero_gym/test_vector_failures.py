@@ -184,13 +184,17 @@ def _wait_gone(pids, seconds=20.0):
 
 @pytest.mark.parametrize("context", ["forkserver", "spawn"])
 def test_workers_die_with_a_killed_parent_even_when_stopped_or_ignoring_sigterm(context):
-    stop = context == "forkserver"  # a stopped worker needs the kernel's parent-death signal (fork server)
+    # Both workers are busy (an idle one would just see its pipe close) and ignore SIGTERM; under forkserver
+    # worker 1 is also stopped, which only the kernel's parent-death signal can reach.
+    stop = context == "forkserver"
     rc, pids = _run_script(
         f"""
         envs = LiberoAsyncVectorEnv([misbehaving_env] * 2, timeout=60, context={context!r})
         envs.call("ignore_term")
         pids = [p.pid for p in envs.processes]
         print(*pids, flush=True)
+        envs.call_async("hang")
+        time.sleep(1.0)
         if {stop}:
             os.kill(pids[1], signal.SIGSTOP)
         os.kill(os.getpid(), signal.SIGKILL)
