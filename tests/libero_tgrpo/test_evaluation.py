@@ -59,7 +59,7 @@ def test_shared_placement_wrapper_gives_one_scene_per_group():
 
 
 def test_record_video(policy, tmp_path):
-    pytest.importorskip("imageio")
+    pytest.importorskip("imageio", exc_type=ModuleNotFoundError)
     out = record_video(policy, 4, tmp_path / "v.mp4", init_state=2, max_steps=4, render_size=64)
     assert (tmp_path / "v.mp4").stat().st_size > 0
     assert out["frames"] == 5 and out["length"] == 4 and out["init_state"] == 2
