@@ -37,7 +37,8 @@ def test_demos_replay_to_success_from_training_placements(demos):
     """Each stored episode, replayed from its reset seed, shows the stored observations and ends in success."""
     from libero_gym import LiberoObjectEnv
 
-    env = gym.make("LiberoObject-Task4-v0", obs_mode="state")
+    success_key = demos.meta["terminate_on"]  # the fact that made an episode a success ("is_placed")
+    env = gym.make("LiberoObject-Task4-v0", obs_mode="state", terminate_on=success_key)
     placement = LiberoObjectEnv(task=4, warmup_steps=0)  # the same placement, before the warm-up
     placement.reset(seed=0)
     model = placement._model
@@ -56,9 +57,10 @@ def test_demos_replay_to_success_from_training_placements(demos):
             actions = demos.actions[starts[j] : starts[j + 1]]
             for t, action in enumerate(actions):
                 np.testing.assert_allclose(obs["state"], stored[t], atol=1e-4, err_msg=f"episode {j}, step {t}")
-                assert not info["is_success"], f"episode {j} succeeded before its last step ({t})"
+                assert not info[success_key], f"episode {j} succeeded before its last step ({t})"
                 obs, _, terminated, truncated, info = env.step(action)
-            assert info["is_success"] and terminated, f"episode {j} does not end in success"
+            assert info[success_key] and terminated, f"episode {j} does not end in success ({success_key})"
+            assert info["target_in_basket"]
     finally:
         env.close()
         placement.close()
