@@ -18,7 +18,7 @@ from libero_tgrpo.demos import (
 )
 
 
-def test_demos_are_successful_expert_episodes(demos):
+def test_demo_set_arrays_and_metadata(demos):
     assert demos.num_episodes == 3
     assert demos.num_steps == int(demos.episode_lengths.sum())
     assert demos.obs["state"].shape == (demos.num_steps, 29)
