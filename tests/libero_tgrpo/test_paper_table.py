@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-paper_table = pytest.importorskip("benchmarks.paper_table")
+from benchmarks import paper_table
 
 
 def test_plan_runs_sft_first_and_ablations_only_on_their_tasks():

@@ -97,7 +97,6 @@ def test_bad_config(kw, needle):
 @pytest.mark.slow
 @pytest.mark.render
 def test_vision_policy_through_the_same_pipeline(tmp_path):
-    pytest.importorskip("tgrpo.policies")
     summary = run_main_job(_tiny(tmp_path, tmp_path / "demos", policy="vision", num_demos=2, sft_epochs=1,
                                  hidden=(32,), iterations=1, max_steps=4, eval_max_steps=4, eval_states=(0,)))
     assert summary["policy"] == "vision" and summary["eval"]["tgrpo"]["episodes"] == 1
