@@ -32,7 +32,9 @@ from __future__ import annotations
 from typing import Any
 
 import mujoco
+import numba
 import numpy as np
+from robosuite.utils.control_utils import nullspace_torques, opspace_matrices, orientation_error
 
 __all__ = ["FastControlLoop", "supports"]
 
@@ -84,6 +86,61 @@ def supports(env: Any) -> bool:
     )
 
 
+def _numpy_gives_column_order() -> bool:
+    """Whether NumPy hands robosuite column-ordered Jacobians and mass matrix (the kernel's assumption)."""
+    jac, mass, idx = np.zeros((3, 9)), np.zeros((9, 9)), [0, 1, 2]
+    picked = (jac[:, idx], np.vstack([jac[:, idx], jac[:, idx]]), mass[idx, :][:, idx])
+    return all(a.flags.f_contiguous and not a.flags.c_contiguous for a in picked)
+
+
+@numba.njit(cache=True)
+def _substep_controls(
+    site_xpos, site_xmat, jacp, jacr, qpos, qvel, full_mass, qfrc_bias, q_idx, v_idx, goal_pos, goal_ori,
+    kp, kd, initial_joint, torque_low, torque_high, gripper_action, gripper_delta, gripper_bias, gripper_weight,
+    ctrl, arm_actuators, gripper_actuators,
+):  # pragma: no cover - compiled
+    """One substep of robosuite's arm + gripper control, compiled: writes ``ctrl``, returns the arm torques.
+
+    ``Controller.update``, ``OperationalSpaceController.run_controller`` (fixed impedance, uncoupled),
+    ``SingleArm.control``'s torque clipping and ``PandaGripper.format_action`` + ``grip_action``, in
+    robosuite's order. It calls robosuite's own compiled ``orientation_error``, ``opspace_matrices`` and
+    ``nullspace_torques``; ``gripper_action`` (the gripper's ``current_action``) is updated in place.
+    """
+    ee_pos = site_xpos.copy()
+    ee_ori_mat = site_xmat.reshape((3, 3)).copy()
+    ee_pos_vel = np.dot(jacp, qvel)
+    ee_ori_vel = np.dot(jacr, qvel)
+    joint_pos = qpos[q_idx]
+    joint_vel = qvel[v_idx]
+    # Column order, as NumPy's advanced indexing and vstack hand them to robosuite: the compiled linear
+    # algebra passes other BLAS/LAPACK arguments for other layouts, which changes the last bits.
+    J_pos = np.asfortranarray(jacp[:, v_idx])
+    J_ori = np.asfortranarray(jacr[:, v_idx])
+    J_full = np.asfortranarray(np.vstack((J_pos, J_ori)))
+    mass_matrix = np.asfortranarray(full_mass[v_idx, :][:, v_idx])
+    ori_error = orientation_error(goal_ori, ee_ori_mat)
+    desired_force = np.multiply(goal_pos - ee_pos, kp[0:3]) + np.multiply(-ee_pos_vel, kd[0:3])
+    desired_torque = np.multiply(ori_error, kp[3:6]) + np.multiply(-ee_ori_vel, kd[3:6])
+    _, lambda_pos, lambda_ori, nullspace_matrix = opspace_matrices(mass_matrix, J_full, J_pos, J_ori)
+    wrench = np.concatenate((np.dot(lambda_pos, desired_force), np.dot(lambda_ori, desired_torque)))
+    torques = np.dot(J_full.T, wrench) + qfrc_bias[v_idx]
+    torques += nullspace_torques(mass_matrix, nullspace_matrix, initial_joint, joint_pos, joint_vel)
+    torques = np.minimum(np.maximum(torques, torque_low), torque_high)  # np.clip
+    gripper_action[:] = np.minimum(np.maximum(gripper_action + gripper_delta, -1.0), 1.0)
+    gripper_ctrl = gripper_bias + gripper_weight * gripper_action
+    for k in range(gripper_actuators.shape[0]):
+        ctrl[gripper_actuators[k]] = gripper_ctrl[k]
+    for k in range(arm_actuators.shape[0]):
+        ctrl[arm_actuators[k]] = torques[k]
+    return torques
+
+
+def _use_kernel() -> bool:
+    """The compiled substep reproduces robosuite's only where robosuite's helpers are compiled too."""
+    helpers = (nullspace_torques, opspace_matrices, orientation_error)
+    return all(isinstance(f, numba.core.dispatcher.Dispatcher) for f in helpers) and _numpy_gives_column_order()
+
+
 class FastControlLoop:
     """Steps a robosuite env (OSC_POSE arm + Panda gripper) with ``mj_step1``/``mj_step2``.
 
@@ -94,12 +151,7 @@ class FastControlLoop:
         env: The robosuite env (LIBERO's problem class), after ``reset``.
     """
 
-    def __init__(self, env: Any) -> None:
-        from robosuite.utils.control_utils import nullspace_torques, opspace_matrices, orientation_error
-
-        self._opspace_matrices = opspace_matrices
-        self._orientation_error = orientation_error
-        self._nullspace_torques = nullspace_torques
+    def __init__(self, env: Any, use_kernel: bool = True) -> None:
         self.env = env
         self.robot = robot = env.robots[0]
         self.controller = c = robot.controller
@@ -125,6 +177,11 @@ class FastControlLoop:
         self._full_mass = np.ndarray(shape=(nv, nv), dtype=np.float64, order="C")
         self._kp_pos, self._kp_ori = np.array(c.kp[0:3]), np.array(c.kp[3:6])
         self._kd_pos, self._kd_ori = c.kd[0:3], c.kd[3:6]
+        self._qpos_array = np.asarray(c.qpos_index, dtype=np.int64)
+        self._qvel_array = np.asarray(c.qvel_index, dtype=np.int64)
+        self._arm_actuator_array = np.asarray(self._arm_actuators, dtype=np.int64)
+        self._gripper_actuator_array = np.asarray(gripper_actuators, dtype=np.int64)
+        self._use_kernel = use_kernel and _use_kernel()
 
     def _read_state(self) -> None:
         """Fill the controller's state as robosuite's ``Controller.update`` does, without ``mj_forward``."""
@@ -147,13 +204,13 @@ class FastControlLoop:
     def _arm_torques(self) -> np.ndarray:
         """robosuite's ``OperationalSpaceController.run_controller`` (fixed impedance, uncoupled)."""
         c = self.controller
-        ori_error = self._orientation_error(c.goal_ori, c.ee_ori_mat)
+        ori_error = orientation_error(c.goal_ori, c.ee_ori_mat)
         desired_force = np.multiply(c.goal_pos - c.ee_pos, self._kp_pos) + np.multiply(-c.ee_pos_vel, self._kd_pos)
         desired_torque = np.multiply(ori_error, self._kp_ori) + np.multiply(-c.ee_ori_vel, self._kd_ori)
-        _, lambda_pos, lambda_ori, nullspace_matrix = self._opspace_matrices(c.mass_matrix, c.J_full, c.J_pos, c.J_ori)
+        _, lambda_pos, lambda_ori, nullspace_matrix = opspace_matrices(c.mass_matrix, c.J_full, c.J_pos, c.J_ori)
         wrench = np.concatenate([np.dot(lambda_pos, desired_force), np.dot(lambda_ori, desired_torque)])
         torques = np.dot(c.J_full.T, wrench) + self._d.qfrc_bias[self._qvel_index]
-        torques += self._nullspace_torques(c.mass_matrix, nullspace_matrix, c.initial_joint, c.joint_pos, c.joint_vel)
+        torques += nullspace_torques(c.mass_matrix, nullspace_matrix, c.initial_joint, c.joint_pos, c.joint_vel)
         c.torques = torques
         return torques
 
@@ -170,20 +227,33 @@ class FastControlLoop:
         arm_action = action[: self._control_dim]
         gripper_delta = np.array([-1.0, 1.0]) * self._gripper_speed * np.sign(action[self._control_dim :])
         gripper = robot.gripper
+        use_kernel = self._use_kernel
+        sid, jacp, jacr, full_mass = self._sid, self._jacp, self._jacr, self._full_mass
         for i in range(self._n_substeps):
             mujoco.mj_step1(m, d)
-            if c.new_update:
-                # As robosuite: the first step after a reset runs on the state the controller was built
-                # from (new_update is False until its first run_controller).
-                self._read_state()
-            if i == 0:
-                c.set_goal(arm_action)
-            torques = np.clip(self._arm_torques(), self._torque_low, self._torque_high)
+            if i == 0 or not use_kernel:
+                if c.new_update:
+                    # As robosuite: the first step after a reset runs on the state the controller was built
+                    # from (new_update is False until its first run_controller).
+                    self._read_state()
+                if i == 0:
+                    c.set_goal(arm_action)
+                torques = np.clip(self._arm_torques(), self._torque_low, self._torque_high)
+                gripper.current_action = np.clip(gripper.current_action + gripper_delta, -1.0, 1.0)
+                d.ctrl[self._gripper_actuators] = self._gripper_bias + self._gripper_weight * gripper.current_action
+                d.ctrl[self._arm_actuators] = torques
+            else:
+                mujoco.mj_jacSite(m, d, jacp, jacr, sid)
+                _full_mass_matrix(m, d, full_mass)
+                torques = _substep_controls(
+                    d.site_xpos[sid], d.site_xmat[sid], jacp, jacr, d.qpos, d.qvel, full_mass, d.qfrc_bias,
+                    self._qpos_array, self._qvel_array, c.goal_pos, c.goal_ori, c.kp, c.kd, c.initial_joint,
+                    self._torque_low, self._torque_high, gripper.current_action, gripper_delta,
+                    self._gripper_bias, self._gripper_weight, d.ctrl, self._arm_actuator_array,
+                    self._gripper_actuator_array,
+                )
             c.new_update = True
             robot.torques = torques
-            gripper.current_action = np.clip(gripper.current_action + gripper_delta, -1.0, 1.0)
-            d.ctrl[self._gripper_actuators] = self._gripper_bias + self._gripper_weight * gripper.current_action
-            d.ctrl[self._arm_actuators] = torques
             mujoco.mj_step2(m, d)
         env.cur_time += env.control_timestep
         env._post_action(action)
