@@ -42,11 +42,13 @@ class _EnvWorker:
         self.autoreset_mode = autoreset_mode
         self.autoreset = False
 
-    def ready(self) -> tuple[int, str]:
+    def ready(self) -> tuple[int, str, str]:
         import os
         import socket
 
-        return os.getpid(), socket.gethostname()
+        import ray
+
+        return os.getpid(), socket.gethostname(), ray.get_runtime_context().get_actor_id()
 
     def spaces(self) -> tuple[gym.Space, gym.Space]:
         return self.env.observation_space, self.env.action_space
@@ -165,8 +167,8 @@ class RayVectorEnv(VectorEnv):
         )
         actor_cls = ray.remote(_EnvWorker).options(**options)
         self.actors = [actor_cls.remote(fn, self.autoreset_mode) for fn in env_fns]
-        self.actor_hosts: list[tuple[int, str] | None] = [None] * self.num_envs
-        """(pid, hostname) of each actor, known once it started."""
+        self.actor_hosts: list[tuple[int, str, str] | None] = [None] * self.num_envs
+        """(pid, hostname, Ray actor id) of each actor, known once it started."""
         try:
             self.actor_hosts = list(
                 self._get("starting the actors", [a.ready.remote() for a in self.actors], START_TIMEOUT_S)
@@ -186,8 +188,10 @@ class RayVectorEnv(VectorEnv):
     # ------------------------------------------------------------------ plumbing
     def _describe(self, i: int) -> str:
         host = self.actor_hosts[i]
-        where = "" if host is None else f", pid {host[0]} on {host[1]}"
-        return f"actor {i} (Ray actor {self.actors[i]._actor_id.hex()[:12]}{where})"
+        if host is None:
+            return f"actor {i} (not started)"
+        pid, hostname, actor_id = host
+        return f"actor {i} (Ray actor {actor_id[:12]}, pid {pid} on {hostname})"
 
     def _get(self, what: str, refs: list, at_least: float | None = None) -> list:
         """``ray.get`` of one ref per actor with the timeout; Ray failures become :class:`WorkerError`."""

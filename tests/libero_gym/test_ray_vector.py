@@ -90,7 +90,7 @@ def test_killed_actor_raises_worker_error_within_the_timeout():
     envs = gym.make_vec("LiberoObject-Task1-v0", num_envs=2, vectorization="ray", obs_mode="state", timeout=timeout)
     try:
         envs.reset(seed=0)
-        pid, _ = envs.actor_hosts[1]
+        pid, _, _ = envs.actor_hosts[1]
         os.kill(pid, signal.SIGKILL)
         t0 = time.monotonic()
         with pytest.raises(WorkerError, match=rf"actor 1 \(Ray actor [0-9a-f]+, pid {pid} on .*\) died"):
