@@ -13,8 +13,11 @@ every quantity). :class:`FastControlLoop` runs the same substeps as
 ``mj_step`` would compute again); ``mj_step2`` finishes the step with the new controls. This is MuJoCo's
 documented way to run a controller between the two halves of a step, and it saves one ``mj_forward`` per
 substep. The controller math itself calls robosuite's own compiled functions (``opspace_matrices``,
-``orientation_error``, ``nullspace_torques``) on arrays of the same shapes, layouts and values, and every
-other operation is the same NumPy operation robosuite performs, in the same order.
+``orientation_error``, ``nullspace_torques``) on arrays of the same shapes, memory layouts and values, and
+every other operation is the operation robosuite performs, in the same order. The first substep of a step
+runs in NumPy exactly as robosuite writes it (it also sets the goal from the action); the other 24 run in
+one numba-compiled function (numba comes with robosuite), whose matrix products go through the same
+BLAS/LAPACK calls with the same arguments. No operation is reordered, fused or approximated.
 
 Result: the simulator state (``qpos``, ``qvel``, ``ctrl`` and every derived quantity) is bit-for-bit the
 state robosuite's loop produces. ``tests/libero_gym/test_controller.py`` checks ``qpos`` against raw
@@ -22,7 +25,9 @@ LIBERO over 300 steps of random actions on every task.
 
 What it does not do: it does not update robosuite's history buffers of the robot (``robot.recent_qpos``,
 ``recent_ee_forcetorques``, ...), which only feed robosuite's own observables; libero_gym reads the state
-from the simulator instead. Controllers it does not cover (another controller type, interpolation,
+from the simulator instead. After a step the controller's cached state (``controller.ee_pos``, ``J_full``,
+``mass_matrix``, ...) is the one of the step's first substep, where robosuite's is the last substep's; the
+next step reads it afresh either way. Controllers it does not cover (another controller type, interpolation,
 variable impedance, absolute poses, several robots, RK4 integration) are detected by :func:`supports` and
 run through robosuite's own loop.
 """
@@ -149,6 +154,8 @@ class FastControlLoop:
 
     Args:
         env: The robosuite env (LIBERO's problem class), after ``reset``.
+        use_kernel: Run substeps 2-25 in the compiled function (the default, where robosuite's helpers are
+            compiled and NumPy lays out arrays as the function assumes); False runs all of them in NumPy.
     """
 
     def __init__(self, env: Any, use_kernel: bool = True) -> None:

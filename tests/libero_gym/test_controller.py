@@ -55,6 +55,25 @@ def test_dynamics_match_raw_libero_bit_for_bit_over_300_random_steps(task):
         ours.close()
 
 
+def test_compiled_and_numpy_substeps_agree_bit_for_bit():
+    """The compiled substeps and the NumPy ones (robosuite's code path) give the same state."""
+    envs = [LiberoObjectEnv(task=7, warmup_steps=0) for _ in range(2)]
+    try:
+        for e in envs:
+            e.reset(options={"init_state": 3})
+        numpy_loop = FastControlLoop(envs[1]._sim_env, use_kernel=False)
+        envs[1]._control_step = numpy_loop.step
+        assert envs[0]._control_step.__self__._use_kernel and not numpy_loop._use_kernel
+        for a in np.random.default_rng(7).uniform(-1, 1, (40, 7)):
+            for e in envs:
+                e.step(a)
+            np.testing.assert_array_equal(envs[0]._data.qpos, envs[1]._data.qpos)
+            np.testing.assert_array_equal(envs[0]._data.ctrl, envs[1]._data.ctrl)
+    finally:
+        for e in envs:
+            e.close()
+
+
 def test_fast_loop_covers_libero_object_and_refuses_other_controllers():
     env = LiberoObjectEnv(task=1, warmup_steps=0)
     try:
