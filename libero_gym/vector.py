@@ -654,29 +654,41 @@ def make_vec(
     context: str | None = "forkserver",
     autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP,
     max_episode_steps: int | None = None,
+    ray_address: str | None = None,
+    ray_actor_options: dict[str, Any] | None = None,
     **env_kwargs: Any,
 ) -> gym.vector.VectorEnv:
     """Vector entry point of the registered ids (``gym.make_vec("LiberoObject-Task4-v0", num_envs=8)``).
 
     Args:
         num_envs: Number of sub-environments.
-        vectorization: ``"async"`` (one process per env, :class:`LiberoAsyncVectorEnv`) or ``"sync"``.
-        timeout: Async only: seconds to wait for workers before raising :class:`WorkerError`.
+        vectorization: ``"async"`` (one process per env, :class:`LiberoAsyncVectorEnv`), ``"sync"``, or
+            ``"ray"`` (one Ray actor per env, anywhere on a Ray cluster: :class:`libero_gym.RayVectorEnv`,
+            needs the ``ray`` extra).
+        timeout: Async and Ray: seconds to wait for workers before raising :class:`WorkerError`.
         context: Async only: multiprocessing start method (``"forkserver"``, ``"spawn"``; ``"fork"`` is only
             safe if the parent never rendered).
         autoreset_mode: Gymnasium autoreset mode, declared in ``envs.metadata["autoreset_mode"]``.
         max_episode_steps: Step limit of each sub-env (``TimeLimit``).
+        ray_address: Ray only: the cluster to join if Ray is not running yet (``"auto"``,
+            ``"ray://head:10001"``); None starts a local Ray.
+        ray_actor_options: Ray only: options of each sub-env's actor (default one CPU each).
         **env_kwargs: Passed to :class:`libero_gym.LiberoObjectEnv` (``task``, ``obs_mode``, ...).
     """
     if not isinstance(num_envs, int) or isinstance(num_envs, bool) or num_envs < 1:
         raise ValueError(f"num_envs={num_envs!r} is not accepted: give an int >= 1.")
-    if vectorization not in ("async", "sync"):
-        raise ValueError(f"vectorization={vectorization!r} is not accepted: choose 'async' or 'sync'.")
+    if vectorization not in ("async", "sync", "ray"):
+        raise ValueError(f"vectorization={vectorization!r} is not accepted: choose 'async', 'sync' or 'ray'.")
     env_fn = _EnvFactory(max_episode_steps, env_kwargs)
     # Build one env in the caller to validate arguments early (no simulator is started).
     env_fn().close()
     if vectorization == "sync":
         return SyncVectorEnv([env_fn] * num_envs, autoreset_mode=autoreset_mode)
+    if vectorization == "ray":
+        from libero_gym.ray_vector import RayVectorEnv
+
+        return RayVectorEnv([env_fn] * num_envs, address=ray_address, timeout=timeout, autoreset_mode=autoreset_mode,
+                            actor_options=ray_actor_options)
     return LiberoAsyncVectorEnv([env_fn] * num_envs, timeout=timeout, context=context, autoreset_mode=autoreset_mode)
 
 
