@@ -10,7 +10,7 @@ Example:
 
 from tgrpo.advantages import step_advantages, tgrpo_advantages, trajectory_advantages
 from tgrpo.checkpoint import load_checkpoint, save_checkpoint
-from tgrpo.config import ConfigError, TGRPOConfig
+from tgrpo.config import ConfigError, RLConfig, TGRPOConfig
 from tgrpo.evaluation import evaluate
 from tgrpo.loss import k3_kl, tgrpo_loss
 from tgrpo.policy import MLPTokenPolicy, TokenActionPolicy, flatten_observation
@@ -23,6 +23,7 @@ __all__ = [
     "ConfigError",
     "GroupRollout",
     "MLPTokenPolicy",
+    "RLConfig",
     "TGRPOConfig",
     "TokenActionPolicy",
     "TrainResult",
