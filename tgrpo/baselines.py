@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,7 @@ import torch
 from torch import nn
 
 from tgrpo.checkpoint import CHECKPOINT_NAME, save_checkpoint
-from tgrpo.config import ConfigError, RLConfig
+from tgrpo.config import PPOConfig
 from tgrpo.logger import MetricsLogger, plot_training_curve, progress_bar
 from tgrpo.loss import tgrpo_loss
 from tgrpo.policy import MLPTokenPolicy, Observation, TokenActionPolicy, flatten_observation
@@ -93,53 +92,6 @@ class ValueMLP(nn.Module):
             keys = ("state",)
         x = torch.as_tensor(flatten_observation(obs, keys), device=next(self.parameters()).device)
         return self.net(x).squeeze(-1)
-
-
-@dataclass
-class PPOConfig(RLConfig):
-    """Options of the PPO baseline: the options shared with TGRPO (:class:`~tgrpo.config.RLConfig`) and GAE's.
-
-    Defaults that differ from TGRPO's: ``kl_beta=0`` (plain PPO), ``epochs=4`` passes over each rollout,
-    ``output_dir="runs/ppo"``, no TensorBoard.
-    """
-
-    kl_beta: float = 0.0
-    """Weight of a k3 KL penalty to the reference policy (0: plain PPO)."""
-    epochs: int = 4
-    """Passes over each rollout."""
-    output_dir: str = "runs/ppo"
-    """Directory for metrics, the final checkpoint and the plot."""
-    log_formats: tuple[str, ...] = ("jsonl", "csv")
-    """Metric sinks, any of ``"jsonl"``, ``"csv"``, ``"tensorboard"``."""
-    gamma: float = 0.99
-    """Discount factor, in (0, 1]."""
-    gae_lambda: float = 0.95
-    """GAE lambda, in [0, 1]."""
-    vf_coef: float = 0.5
-    """Weight of the value-function loss."""
-    ent_coef: float = 0.0
-    """Weight of the entropy bonus."""
-    normalize_advantages: bool = True
-    """Normalise advantages per minibatch (mean 0, std 1)."""
-
-    def validate(self) -> None:
-        """Check every field.
-
-        Raises:
-            ConfigError: naming the bad value, what is accepted, and how to fix it.
-        """
-        super().validate()
-        checks = [
-            ("gamma", 0 < self.gamma <= 1, "in (0, 1]", "gamma=0.99"),
-            ("gae_lambda", 0 <= self.gae_lambda <= 1, "in [0, 1]", "gae_lambda=0.95"),
-            ("vf_coef", self.vf_coef >= 0, ">= 0", "vf_coef=0.5"),
-        ]
-        for name, ok, accepted, example in checks:
-            if not ok:
-                raise ConfigError(
-                    f"PPOConfig.{name}={getattr(self, name)!r} is not accepted: it must be {accepted}. "
-                    f"Fix: pass e.g. {example}."
-                )
 
 
 def train_ppo(

@@ -13,9 +13,10 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from tgrpo.loss import RATIO_LEVELS
-from tgrpo.rollout import ROLLOUT_MODES
-
+RATIO_LEVELS = ("token", "action")
+"""Where the clipped ratio is taken (:func:`tgrpo.loss.tgrpo_loss`): per action token or per 7-token action."""
+ROLLOUT_MODES = ("paper", "independent")
+"""How a group's trajectories end (:func:`tgrpo.rollout.collect_group`)."""
 UPDATE_SCHEDULES = ("per_step", "minibatch")
 ADVANTAGE_MODES = ("tgrpo", "grpo_success")
 LOG_FORMATS = ("jsonl", "csv", "tensorboard")
@@ -236,6 +237,53 @@ class TGRPOConfig(RLConfig):
                     f"TGRPOConfig.group_size={self.group_size} but the vector env has num_envs={num_envs}. "
                     "Fix: set group_size=None (taken from the env) or build the env with num_envs="
                     f"{self.group_size}."
+                )
+
+
+@dataclass
+class PPOConfig(RLConfig):
+    """Options of the PPO baseline: the options shared with TGRPO (:class:`~tgrpo.config.RLConfig`) and GAE's.
+
+    Defaults that differ from TGRPO's: ``kl_beta=0`` (plain PPO), ``epochs=4`` passes over each rollout,
+    ``output_dir="runs/ppo"``, no TensorBoard.
+    """
+
+    kl_beta: float = 0.0
+    """Weight of a k3 KL penalty to the reference policy (0: plain PPO)."""
+    epochs: int = 4
+    """Passes over each rollout."""
+    output_dir: str = "runs/ppo"
+    """Directory for metrics, the final checkpoint and the plot."""
+    log_formats: tuple[str, ...] = ("jsonl", "csv")
+    """Metric sinks, any of ``"jsonl"``, ``"csv"``, ``"tensorboard"``."""
+    gamma: float = 0.99
+    """Discount factor, in (0, 1]."""
+    gae_lambda: float = 0.95
+    """GAE lambda, in [0, 1]."""
+    vf_coef: float = 0.5
+    """Weight of the value-function loss."""
+    ent_coef: float = 0.0
+    """Weight of the entropy bonus."""
+    normalize_advantages: bool = True
+    """Normalise advantages per minibatch (mean 0, std 1)."""
+
+    def validate(self) -> None:
+        """Check every field.
+
+        Raises:
+            ConfigError: naming the bad value, what is accepted, and how to fix it.
+        """
+        super().validate()
+        checks = [
+            ("gamma", 0 < self.gamma <= 1, "in (0, 1]", "gamma=0.99"),
+            ("gae_lambda", 0 <= self.gae_lambda <= 1, "in [0, 1]", "gae_lambda=0.95"),
+            ("vf_coef", self.vf_coef >= 0, ">= 0", "vf_coef=0.5"),
+        ]
+        for name, ok, accepted, example in checks:
+            if not ok:
+                raise ConfigError(
+                    f"PPOConfig.{name}={getattr(self, name)!r} is not accepted: it must be {accepted}. "
+                    f"Fix: pass e.g. {example}."
                 )
 
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import torch
 
-RATIO_LEVELS = ("token", "action")
+from tgrpo.config import RATIO_LEVELS
 
 
 def k3_kl(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
