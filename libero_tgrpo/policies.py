@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 import tgrpo
+from libero_tgrpo.files import atomic_write
 from libero_tgrpo.versions import now, versions
 
 __all__ = [
@@ -134,18 +135,13 @@ def save_policy(policy: Any, spec: dict[str, Any], path: str | os.PathLike, **in
         path: file to write.
         **info: recorded with it (task, obs_mode, stage, seeds, metrics, ...).
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "format_version": POLICY_FILE_VERSION,
         "spec": spec,
         "state_dict": policy.state_dict(),
         "info": {**info, "saved": now(), "versions": versions()},
     }
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, lambda p: torch.save(payload, p))
 
 
 def load_policy(path: str | os.PathLike) -> tuple[Any, dict[str, Any], dict[str, Any]]:
