@@ -31,8 +31,8 @@ from libero_tgrpo.reports import (
     record_run,
     results_markdown,
     table_and_verdict,
+    timings_line,
 )
-from libero_tgrpo.reports import timings_line as _timings_line
 from libero_tgrpo.stages import (
     RunDir,
     SharedEvalEnvs,
@@ -107,7 +107,7 @@ def run_main_job(
     write_json(run.root / "summary.json", summary)
     write_text(run.root / "results.md", results_markdown(cfg, summary))
     table, verdict = table_and_verdict(cfg, summary)
-    print("\n" + table + "\n\n" + verdict + "\n" + _timings_line(run.timings), flush=True)
+    print("\n" + table + "\n\n" + verdict + "\n" + timings_line(run.timings), flush=True)
     if record:
         record_run(run.root, "main_job" if record is True else str(record), say=say)
     return summary
