@@ -138,8 +138,6 @@ def save_policy(policy: Any, spec: dict[str, Any], path: str | os.PathLike, **in
             safely).
         OSError: ``ENOSPC`` when the disk is full; an earlier file at ``path`` is left intact.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "format_version": POLICY_FILE_VERSION,
         "spec": spec,

@@ -30,7 +30,8 @@ from __future__ import annotations
 
 import torch
 
-RATIO_LEVELS = ("token", "action")
+from tgrpo.config import RATIO_LEVELS
+
 #: Bound on |ref_logp - logp| inside :func:`k3_kl`'s exp: exp(20) ~ 4.9e8 is finite in float32 and bfloat16.
 K3_LOG_RATIO_BOUND = 20.0
 

@@ -34,7 +34,7 @@ from tgrpo.checkpoint import (
 )
 from tgrpo.config import ConfigError, TGRPOConfig
 from tgrpo.evaluation import evaluate
-from tgrpo.logger import MetricsLogger, plot_training_curve
+from tgrpo.logger import MetricsLogger, plot_training_curve, progress_bar
 from tgrpo.loss import tgrpo_loss
 from tgrpo.nonfinite import NonFiniteGuard, check_finite_state
 from tgrpo.policy import MLPTokenPolicy, TokenActionPolicy
@@ -287,7 +287,7 @@ def train(
             return evaluate(env, p, episodes=num_envs, max_steps=cfg.max_steps)
 
     guard = NonFiniteGuard.for_config(cfg, policy)
-    bar = _progress(cfg, start)
+    bar = progress_bar(cfg.progress_bar, cfg.iterations, start)
     last_ckpt: Path | None = ckpt_path if ckpt_path.exists() and start > 0 else None
     try:
         for k in range(start, cfg.iterations):
@@ -390,25 +390,3 @@ def _say(cfg: TGRPOConfig, msg: str) -> None:
         from tqdm.auto import tqdm
 
         tqdm.write(msg, file=sys.stderr)
-
-
-class _NoBar:
-    def update(self, n: int = 1) -> None:
-        pass
-
-    def set_postfix(self, **kw: Any) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-def _progress(cfg: TGRPOConfig, start: int) -> Any:
-    if not cfg.progress_bar:
-        return _NoBar()
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:
-        log.info("tqdm is not installed; no progress bar.")
-        return _NoBar()
-    return tqdm(total=cfg.iterations, initial=start, desc="tgrpo", unit="it", dynamic_ncols=True)
