@@ -29,22 +29,26 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
-import os
 import sys
 import time
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from benchmarks._common import parse_ints
+from libero_tgrpo.config import METHOD_LABELS
+from libero_tgrpo.files import write_json, write_text
 from libero_tgrpo.paper import PAPER_PPO_AVERAGE, PAPER_TABLE1
 
 METHOD_ORDER = ("sft", "tgrpo", "step_only", "traj_only", "ppo")
-METHOD_LABELS = {"sft": "SFT", "tgrpo": "TGRPO", "step_only": "step-only", "traj_only": "trajectory-only",
-                 "ppo": "PPO"}
+RL_METHODS = METHOD_ORDER[1:]
+ABLATIONS = ("step_only", "traj_only", "ppo")
+"""The methods run only on the ablation tasks."""
 DEFAULT_OUT = "outputs/paper_table"
 RAW_ALPHA_DIR = "raw_alpha_cells"
 """Cells run with the paper's raw (not normalised) alpha pairs, under ``--out-dir``; reported apart."""
@@ -56,44 +60,86 @@ SWEEP_SETTINGS = ("iterations", "lr", "kl_beta")
 """The RL settings ``run`` can change (``--iterations``, ``--lr``, ``--kl-beta``)."""
 
 
-def plan(tasks: list[int], seeds: list[int], methods: list[str], ablation_tasks: list[int]) -> list[tuple[int, str, int]]:
+@dataclass(frozen=True)
+class Cell:
+    """One (task, method, seed) of the table: its key and where its files are."""
+
+    task: int
+    method: str
+    seed: int
+
+    @classmethod
+    def of(cls, record: dict[str, Any]) -> Cell:
+        """The cell a record (a cell's JSON, a failure record) is about."""
+        return cls(int(record["task"]), str(record["method"]), int(record["seed"]))
+
+    @property
+    def key(self) -> str:
+        """``task4_tgrpo_seed0``: the cell's file name and its key in the summary JSON."""
+        return f"task{self.task}_{self.method}_seed{self.seed}"
+
+    @property
+    def label(self) -> str:
+        """``Task4 tgrpo seed 0``."""
+        return f"Task{self.task} {self.method} seed {self.seed}"
+
+    @property
+    def is_rl(self) -> bool:
+        return self.method != "sft"
+
+    @property
+    def sft(self) -> Cell:
+        """The SFT cell of the same task and seed (its SFT policy is every RL cell's start)."""
+        return Cell(self.task, "sft", self.seed)
+
+    def path(self, out_dir: Path) -> Path:
+        """The cell's JSON file."""
+        return out_dir / "cells" / f"{self.key}.json"
+
+    def failed_path(self, out_dir: Path) -> Path:
+        """Where a failed attempt at the cell is recorded."""
+        return out_dir / "failed" / f"{self.key}.json"
+
+    def raw_alpha_path(self, out_dir: Path) -> Path:
+        """The cell run with the paper's raw alpha pair (reported apart)."""
+        return out_dir / RAW_ALPHA_DIR / f"{self.key}.json"
+
+    def run_dir(self, out_dir: Path) -> Path:
+        """The run directory shared by the cells of the same task and seed (``sft/``, ``tgrpo/``, ...)."""
+        return out_dir / "runs" / f"task{self.task}_seed{self.seed}"
+
+
+def plan(tasks: list[int], seeds: list[int], methods: list[str], ablation_tasks: list[int]) -> list[Cell]:
     """The cells to run, in order: per seed and task, SFT first, then the RL methods that apply."""
-    cells = []
-    for seed in seeds:
-        for task in tasks:
-            for method in METHOD_ORDER:
-                if method not in methods:
-                    continue
-                if method in ("step_only", "traj_only", "ppo") and task not in ablation_tasks:
-                    continue
-                cells.append((task, method, seed))
-    return cells
+    return [Cell(task, method, seed) for seed in seeds for task in tasks for method in METHOD_ORDER
+            if method in methods and (method not in ABLATIONS or task in ablation_tasks)]
 
 
 def cell_path(out_dir: Path, task: int, method: str, seed: int) -> Path:
     """JSON file of one cell."""
-    return out_dir / "cells" / f"task{task}_{method}_seed{seed}.json"
+    return Cell(task, method, seed).path(out_dir)
 
 
-def _write(path: Path, payload: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, default=str))
-    os.replace(tmp, path)
+def run_cell(out_dir: Path, cell: Cell, overrides: dict[str, Any]) -> dict[str, Any]:
+    """Run one cell (SFT + its evaluation, or an RL method from the cell's SFT policy + evaluation).
 
-
-def run_cell(out_dir: Path, task: int, method: str, seed: int, overrides: dict[str, Any]) -> dict[str, Any]:
-    """Run one cell (SFT + its evaluation, or an RL method from the cell's SFT policy + evaluation)."""
+    Args:
+        out_dir: the table's output directory.
+        cell: the cell.
+        overrides: changes to the main job's config, ``PipelineConfig.replace`` style (``{"rl.lr": 3e-5}``).
+    """
     import torch
 
-    from libero_tgrpo.pipeline import PipelineConfig, run_demos, run_eval, run_sft, run_train
+    from libero_tgrpo.config import PipelineConfig
     from libero_tgrpo.policies import load_policy
+    from libero_tgrpo.stages import eval_config_kwargs, run_demos, run_eval, run_sft, run_train
     from libero_tgrpo.versions import machine, now, versions
 
     torch.set_num_threads(1)
-    run_dir = out_dir / "runs" / f"task{task}_seed{seed}"
+    task, method, seed = cell.task, cell.method, cell.seed
+    run_dir = cell.run_dir(out_dir)
     cfg = PipelineConfig(task=task, seed=seed, method="tgrpo" if method == "sft" else method,
-                         output_dir=str(run_dir), video=False, **overrides)
+                         output_dir=str(run_dir), video=False).replace(**overrides)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     sft_file = run_dir / "sft" / "policy.pt"
@@ -121,8 +167,7 @@ def run_cell(out_dir: Path, task: int, method: str, seed: int, overrides: dict[s
             **train_diagnostics(hist),
         }
     t1 = time.perf_counter()
-    res = run_eval(policy, task, obs_mode=cfg.obs_mode, states=cfg.eval_states, num_envs=cfg.eval_envs,
-                   max_steps=cfg.eval_max_steps, temperature=cfg.eval_temperature, seed=seed, progress=cfg.progress)
+    res = run_eval(policy, task, **eval_config_kwargs(cfg))
     timings["eval"] = time.perf_counter() - t1
     timings["total"] = time.perf_counter() - t0
     return {
@@ -146,14 +191,9 @@ def run_cell(out_dir: Path, task: int, method: str, seed: int, overrides: dict[s
 def weights_digest(policy: Any) -> str:
     """SHA-256 of a policy's weights (names, dtypes, shapes and values; not the file, whose metadata varies), so
     the RL cells of a (task, seed) can be checked to start from the SFT policy that the SFT cell evaluated."""
-    import hashlib
+    from benchmarks.behaviour_digest import state_dict_digest
 
-    h = hashlib.sha256()
-    for name, t in sorted(policy.state_dict().items()):
-        arr = t.detach().cpu().contiguous().numpy()
-        h.update(f"{name}:{arr.dtype}:{arr.shape}".encode())
-        h.update(arr.tobytes())
-    return h.hexdigest()
+    return state_dict_digest(policy.state_dict())
 
 
 def train_diagnostics(history: list[dict[str, Any]]) -> dict[str, float]:
@@ -176,55 +216,63 @@ def train_diagnostics(history: list[dict[str, Any]]) -> dict[str, float]:
     return out
 
 
+DIAGNOSTICS = ("entropy_first", "entropy_max", "ref_kl_max", "ref_kl_last", "group_success_last5")
+
+
 def _cell_diagnostics(out_dir: Path, cell: dict[str, Any]) -> dict[str, float]:
     """The cell's training diagnostics, from the cell or (cells written before they were recorded) from the
     run's ``metrics.jsonl`` when it is still on disk."""
     train = cell.get("train") or {}
     if "entropy_max" in train:
-        return {k: train[k] for k in ("entropy_first", "entropy_max", "ref_kl_max", "ref_kl_last",
-                                      "group_success_last5") if k in train}
-    log = out_dir / "runs" / f"task{cell['task']}_seed{cell['seed']}" / cell["method"] / "metrics.jsonl"
+        return {k: train[k] for k in DIAGNOSTICS if k in train}
+    c = Cell.of(cell)
+    log = c.run_dir(out_dir) / c.method / "metrics.jsonl"
     if not log.is_file():
         return {}
     return train_diagnostics([json.loads(line) for line in log.read_text().splitlines() if line.strip()])
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    out_dir = Path(args.out_dir)
-    cells = plan(parse_ints(args.tasks), parse_ints(args.seeds), args.methods.split(","), parse_ints(args.ablation_tasks))
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The changes to the main job's config that ``run``'s flags ask for (``PipelineConfig.replace`` keys)."""
     overrides: dict[str, Any] = {"progress": not args.quiet}
     for key in SWEEP_SETTINGS:
         if getattr(args, key) is not None:
-            overrides[key] = getattr(args, key)
-    changed = sorted(set(overrides) - {"progress"})
+            overrides[f"rl.{key}"] = getattr(args, key)
+    if args.states is not None:
+        overrides["eval.states"] = tuple(parse_ints(args.states))
+    return overrides
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    out_dir = Path(args.out_dir)
+    cells = plan(parse_ints(args.tasks), parse_ints(args.seeds), args.methods.split(","), parse_ints(args.ablation_tasks))
+    overrides = _overrides(args)
+    changed = sorted(key for key in SWEEP_SETTINGS if getattr(args, key) is not None)
     if changed and out_dir.resolve() == Path(DEFAULT_OUT).resolve():
         raise SystemExit(f"--out-dir is the table's own ({DEFAULT_OUT}) but {', '.join(changed)} differ from the "
                          "table's settings; give these runs their own --out-dir (and --results-dir)")
-    if args.states is not None:
-        overrides["eval_states"] = tuple(parse_ints(args.states))
-    todo = [c for c in cells if not cell_path(out_dir, *c).is_file()]
+    todo = [c for c in cells if not c.path(out_dir).is_file()]
     print(f"{len(cells)} cells planned, {len(cells) - len(todo)} done, {len(todo)} to run", flush=True)
     start = time.perf_counter()
     ran = 0
-    for task, method, seed in todo:
+    for cell in todo:
         if args.max_cells is not None and ran >= args.max_cells:
             break
         if args.time_budget_min is not None and time.perf_counter() - start > 60 * args.time_budget_min:
             print("time budget reached; run the same command again to continue", flush=True)
             break
-        print(f"--- cell Task{task} {method} seed {seed}", flush=True)
+        print(f"--- cell {cell.label}", flush=True)
+        ran += 1
         try:
-            payload = run_cell(out_dir, task, method, seed, overrides)
+            payload = run_cell(out_dir, cell, overrides)
         except Exception as e:  # noqa: BLE001 - a failed cell is recorded and the plan goes on
             traceback.print_exc()
-            _write(out_dir / "failed" / f"task{task}_{method}_seed{seed}.json",
-                   {"task": task, "method": method, "seed": seed, "error": f"{type(e).__name__}: {e}"})
-            ran += 1
+            write_json(cell.failed_path(out_dir), {"task": cell.task, "method": cell.method, "seed": cell.seed,
+                                                   "error": f"{type(e).__name__}: {e}"})
             continue
-        _write(cell_path(out_dir, task, method, seed), payload)
-        print(f"cell Task{task} {method} seed {seed}: success {100 * payload['success_rate']:.0f}% "
+        write_json(cell.path(out_dir), payload)
+        print(f"cell {cell.label}: success {100 * payload['success_rate']:.0f}% "
               f"({payload['timings_s']['total']:.0f}s)", flush=True)
-        ran += 1
     if not args.no_summary:
         summarize(out_dir, Path(args.results_dir))
     return 0
@@ -232,12 +280,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_list(args: argparse.Namespace) -> int:
     out_dir = Path(args.out_dir)
-    cells = plan(parse_ints(args.tasks), parse_ints(args.seeds), args.methods.split(","), parse_ints(args.ablation_tasks))
-    for c in cells:
-        path = cell_path(out_dir, *c)
+    for c in plan(parse_ints(args.tasks), parse_ints(args.seeds), args.methods.split(","),
+                  parse_ints(args.ablation_tasks)):
+        path = c.path(out_dir)
         status = "done" if path.is_file() else "todo"
         extra = f" {100 * json.loads(path.read_text())['success_rate']:.0f}%" if path.is_file() else ""
-        print(f"Task{c[0]:<3} {c[1]:<10} seed {c[2]}: {status}{extra}")
+        print(f"Task{c.task:<3} {c.method:<10} seed {c.seed}: {status}{extra}")
     return 0
 
 
@@ -262,20 +310,24 @@ def aggregate(cells: list[dict[str, Any]]) -> dict[str, dict[int, dict[str, Any]
     return out
 
 
-def _rates(cells: list[dict[str, Any]]) -> dict[tuple[str, int, int], float]:
-    """``{(method, task, seed): success rate in percent}`` of the cells."""
-    return {(c["method"], c["task"], c["seed"]): 100 * c["success_rate"] for c in cells}
+def _rates(cells: list[dict[str, Any]]) -> dict[Cell, float]:
+    """``{cell: success rate in percent}``."""
+    return {Cell.of(c): 100 * c["success_rate"] for c in cells}
 
 
 def _paired_delta(cells: list[dict[str, Any]], a: str, b: str) -> dict[str, Any] | None:
     """Mean over (task, seed) pairs present for both methods of ``a - b`` (points), and per task."""
     by = _rates(cells)
-    pairs = [(t, s) for (m, t, s) in by if m == a and (b, t, s) in by]
+    pairs = [(c.task, c.seed) for c in by if c.method == a and Cell(c.task, b, c.seed) in by]
     if not pairs:
         return None
-    diffs = np.array([by[(a, t, s)] - by[(b, t, s)] for t, s in pairs])
+
+    def diff(t: int, s: int) -> float:
+        return by[Cell(t, a, s)] - by[Cell(t, b, s)]
+
+    diffs = np.array([diff(t, s) for t, s in pairs])
     tasks = sorted({t for t, _ in pairs})
-    per_task = {t: float(np.mean([by[(a, t, s)] - by[(b, t, s)] for tt, s in pairs if tt == t])) for t in tasks}
+    per_task = {t: float(np.mean([diff(t, s) for tt, s in pairs if tt == t])) for t in tasks}
     return {"mean": float(diffs.mean()), "std": float(diffs.std(ddof=1)) if diffs.size > 1 else 0.0,
             "pairs": len(pairs), "tasks": tasks, "per_task": per_task,
             "mean_over_tasks": float(np.mean(list(per_task.values())))}
@@ -286,19 +338,26 @@ def _sft_digest(cell: dict[str, Any]) -> str | None:
     return (cell.get("sft_policy") or {}).get("weights_sha256")
 
 
+def _setting(config: dict[str, Any], key: str) -> Any:
+    """An RL setting of a cell's recorded config (``config["rl"][key]``; cells written before the config
+    had parts hold it at the top level)."""
+    return (config.get("rl") or {}).get(key, config.get(key))
+
+
 def _changed_settings(cells: list[dict[str, Any]]) -> list[str]:
     """``"lr 3e-05 (6 RL cells)"``-style notes on the RL cells run with other settings than the defaults."""
-    from libero_tgrpo.pipeline import PipelineConfig
+    from libero_tgrpo.config import PipelineConfig
 
-    default = PipelineConfig()
+    default = PipelineConfig().rl
     found: dict[tuple[str, Any], int] = {}
     for c in cells:
         if c["method"] == "sft":
             continue
         cfg = c.get("config") or {}
         for key in SWEEP_SETTINGS:
-            if key in cfg and cfg[key] != getattr(default, key):
-                found[(key, cfg[key])] = found.get((key, cfg[key]), 0) + 1
+            value = _setting(cfg, key)
+            if value is not None and value != getattr(default, key):
+                found[(key, value)] = found.get((key, value), 0) + 1
 
     def fmt(v: Any) -> str:
         return f"{v:g}" if isinstance(v, (int, float)) else str(v)
@@ -307,39 +366,60 @@ def _changed_settings(cells: list[dict[str, Any]]) -> list[str]:
             for (k, v), n in sorted(found.items(), key=str)]
 
 
-def summarize(out_dir: Path, results_dir: Path = RESULTS) -> dict[str, Any] | None:
-    """Write ``paper_table.{md,csv,json,png}`` to ``results_dir`` from the cells under ``out_dir``."""
-    cells = load_cells(out_dir)
-    if not cells:
-        print(f"no finished cells under {out_dir}; nothing to summarise", flush=True)
-        return None
-    agg = aggregate(cells)
-    tasks = sorted({int(c["task"]) for c in cells})
-    methods = [m for m in METHOD_ORDER if m in agg]
-    deltas = {f"tgrpo-{b}": _paired_delta(cells, "tgrpo", b) for b in methods if b != "tgrpo"}
-    results_dir.mkdir(parents=True, exist_ok=True)
+@dataclass
+class Table:
+    """What the summary's sections are built from: the cells and their aggregates."""
 
-    # CSV
-    with open(results_dir / "paper_table.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["task", "method", "n_seeds", "seeds", "mean", "std", "min", "max", "values", "paper"])
-        for m in methods:
-            for t in tasks:
-                s = agg[m].get(t)
-                if s is None:
-                    continue
-                paper = PAPER_TABLE1.get(m, {}).get(t, "")
-                w.writerow([t, m, s["n"], " ".join(map(str, s["seeds"])), f"{s['mean']:.1f}", f"{s['std']:.1f}",
-                            f"{s['min']:.0f}", f"{s['max']:.0f}", " ".join(f"{v:.0f}" for v in s["values"]), paper])
+    out_dir: Path
+    cells: list[dict[str, Any]]
+    agg: dict[str, dict[int, dict[str, Any]]]
+    tasks: list[int]
+    methods: list[str]
+    deltas: dict[str, dict[str, Any] | None]
+    rates: dict[Cell, float]
 
-    # Markdown
+    @classmethod
+    def load(cls, out_dir: Path) -> Table | None:
+        cells = load_cells(out_dir)
+        if not cells:
+            return None
+        agg = aggregate(cells)
+        methods = [m for m in METHOD_ORDER if m in agg]
+        return cls(out_dir=out_dir, cells=cells, agg=agg, tasks=sorted({int(c["task"]) for c in cells}),
+                   methods=methods,
+                   deltas={f"tgrpo-{b}": _paired_delta(cells, "tgrpo", b) for b in methods if b != "tgrpo"},
+                   rates=_rates(cells))
+
+    def sft_rate(self, cell: dict[str, Any]) -> float | None:
+        """Success (%) of the SFT cell of a cell's task and seed."""
+        return self.rates.get(Cell.of(cell).sft)
+
+    def head(self) -> list[str]:
+        return ["| method | " + " | ".join(f"T{t}" for t in self.tasks) + " | avg over these tasks |",
+                "|---" * (len(self.tasks) + 2) + "|"]
+
+
+def _csv(t: Table) -> str:
+    f = io.StringIO()
+    w = csv.writer(f)
+    w.writerow(["task", "method", "n_seeds", "seeds", "mean", "std", "min", "max", "values", "paper"])
+    for m in t.methods:
+        for task in t.tasks:
+            s = t.agg[m].get(task)
+            if s is None:
+                continue
+            paper = PAPER_TABLE1.get(m, {}).get(task, "")
+            w.writerow([task, m, s["n"], " ".join(map(str, s["seeds"])), f"{s['mean']:.1f}", f"{s['std']:.1f}",
+                        f"{s['min']:.0f}", f"{s['max']:.0f}", " ".join(f"{v:.0f}" for v in s["values"]), paper])
+    return f.getvalue()
+
+
+def _section_ours(t: Table) -> list[str]:
     def fmt(s: dict[str, Any] | None) -> str:
         if s is None:
             return "-"
         return f"{s['mean']:.1f} ± {s['std']:.1f} ({s['n']})" if s["n"] > 1 else f"{s['mean']:.0f} (1)"
 
-    head = "| method | " + " | ".join(f"T{t}" for t in tasks) + " | avg over these tasks |"
-    sep = "|---" * (len(tasks) + 2) + "|"
     lines = [
         "# Table 1 on our runs: LIBERO-Object, built-in state policy",
         "",
@@ -351,100 +431,142 @@ def summarize(out_dir: Path, results_dir: Path = RESULTS) -> dict[str, Any] | No
         "",
         "## Ours",
         "",
-        head,
-        sep,
+        *t.head(),
     ]
-    for m in methods:
-        row = [fmt(agg[m].get(t)) for t in tasks]
-        means = [agg[m][t]["mean"] for t in tasks if t in agg[m]]
-        avg = f"{np.mean(means):.1f}" + ("" if len(means) == len(tasks) else f" ({len(means)} task{'s' if len(means) > 1 else ''})")
+    for m in t.methods:
+        row = [fmt(t.agg[m].get(task)) for task in t.tasks]
+        means = [t.agg[m][task]["mean"] for task in t.tasks if task in t.agg[m]]
+        n = len(means)
+        avg = f"{np.mean(means):.1f}" + ("" if n == len(t.tasks) else f" ({n} task{'s' if n > 1 else ''})")
         lines.append(f"| {METHOD_LABELS[m]} | " + " | ".join(row) + f" | {avg} |")
-    changed = _changed_settings(cells)
+    changed = _changed_settings(t.cells)
     if changed:
         lines += ["", "RL settings that differ from the main job's (and the table's): " + "; ".join(changed) + "."]
-    lines += ["", "## Paper (Table 1) on the same tasks", "", head, sep]
+    return lines
+
+
+def _section_paper(t: Table) -> list[str]:
+    lines = ["", "## Paper (Table 1) on the same tasks", "", *t.head()]
     for m in METHOD_ORDER:
         if m == "ppo":
-            lines.append("| PPO | " + " | ".join("-" for _ in tasks) + f" | {PAPER_PPO_AVERAGE} (all 10 tasks) |")
+            lines.append("| PPO | " + " | ".join("-" for _ in t.tasks) + f" | {PAPER_PPO_AVERAGE} (all 10 tasks) |")
             continue
-        vals = [PAPER_TABLE1[m][t] for t in tasks]
+        vals = [PAPER_TABLE1[m][task] for task in t.tasks]
         lines.append(f"| {METHOD_LABELS[m]} | " + " | ".join(str(v) for v in vals) + f" | {np.mean(vals):.1f} |")
-    lines += ["", "## TGRPO minus each baseline (points, paired by task and seed)", "",
-              "| comparison | mean over pairs | std | pairs | tasks | per task | goal (paper: TGRPO - SFT = +4.6) |",
-              "|---|---|---|---|---|---|---|"]
-    for name, d in deltas.items():
+    return lines
+
+
+def _section_deltas(t: Table) -> list[str]:
+    lines = ["", "## TGRPO minus each baseline (points, paired by task and seed)", "",
+             "| comparison | mean over pairs | std | pairs | tasks | per task | goal (paper: TGRPO - SFT = +4.6) |",
+             "|---|---|---|---|---|---|---|"]
+    for name, d in t.deltas.items():
         if d is None:
             continue
-        per = ", ".join(f"T{t} {v:+.1f}" for t, v in d["per_task"].items())
+        per = ", ".join(f"T{task} {v:+.1f}" for task, v in d["per_task"].items())
         goal = ("met" if d["mean_over_tasks"] >= 4.6 else "not met") + f" ({d['mean_over_tasks']:+.1f} over tasks)"
         lines.append(f"| TGRPO - {METHOD_LABELS[name.split('-', 1)[1]]} | {d['mean']:+.1f} | {d['std']:.1f} | "
                      f"{d['pairs']} | {len(d['tasks'])} | {per} | {goal} |")
+    return lines
+
+
+def _section_failed_and_restarted(t: Table) -> list[str]:
+    lines: list[str] = []
     failed = []
-    for p in sorted((out_dir / "failed").glob("*.json")):
+    for p in sorted((t.out_dir / "failed").glob("*.json")):
         f = json.loads(p.read_text())
-        if not cell_path(out_dir, f["task"], f["method"], f["seed"]).is_file():
+        if not Cell.of(f).path(t.out_dir).is_file():
             failed.append(f"Task{f['task']} {f['method']} seed {f['seed']} ({f['error']})")
     if failed:
         lines += ["", "Failed cells (rerun `run` to retry them): " + "; ".join(failed) + "."]
-    sft_digest = {(c["task"], c["seed"]): _sft_digest(c) for c in cells if c["method"] == "sft"}
-    other_start = [c for c in cells if c["method"] != "sft" and _sft_digest(c)
-                   and sft_digest.get((c["task"], c["seed"])) not in (None, _sft_digest(c))]
+    sft_digest = {Cell.of(c): _sft_digest(c) for c in t.cells if c["method"] == "sft"}
+    other_start = [c for c in t.cells if c["method"] != "sft" and _sft_digest(c)
+                   and sft_digest.get(Cell.of(c).sft) not in (None, _sft_digest(c))]
     if other_start:
         lines += ["", "Started from other SFT weights than their SFT cell evaluated (the SFT policy was retrained): "
                   + ", ".join(f"T{c['task']} {METHOD_LABELS[c['method']]} seed {c['seed']}" for c in other_start) + "."]
-    by = _rates(cells)
-    diagnostics = {f"task{c['task']}_{c['method']}_seed{c['seed']}": _cell_diagnostics(out_dir, c)
-                   for c in cells if c["method"] != "sft"}
-    drops = sorted((c for c in cells if c["method"] != "sft" and ("sft", c["task"], c["seed"]) in by
-                    and 100 * c["success_rate"] < by[("sft", c["task"], c["seed"])]),
+    return lines
+
+
+def _diagnostics(t: Table) -> dict[str, dict[str, float]]:
+    return {Cell.of(c).key: _cell_diagnostics(t.out_dir, c) for c in t.cells if c["method"] != "sft"}
+
+
+def _section_drops(t: Table, diagnostics: dict[str, dict[str, float]]) -> list[str]:
+    rl = [c for c in t.cells if c["method"] != "sft" and t.sft_rate(c) is not None]
+    drops = sorted((c for c in rl if 100 * c["success_rate"] < t.sft_rate(c)),  # type: ignore[operator]
                    key=lambda c: (METHOD_ORDER.index(c["method"]), c["task"], c["seed"]))
-    if drops:
-        rl = [c for c in cells if c["method"] != "sft" and ("sft", c["task"], c["seed"]) in by]
-        lines += ["", "## RL runs that ended below their SFT policy", "",
-                  f"{len(drops)} of {len(rl)} RL runs. Entropy is the policy's mean per-token entropy (nats) on "
-                  "the sampled rollouts, KL the estimate of KL to the SFT policy in the loss, group success the "
-                  "sampled (not greedy) success over the last 5 iterations; all from the run's training log.", "",
-                  "| task | method | seed | SFT | after RL | entropy first → max | KL to SFT max / last | "
-                  "group success, last 5 |", "|---|---|---|---|---|---|---|---|"]
-        for c in drops:
-            d = diagnostics[f"task{c['task']}_{c['method']}_seed{c['seed']}"]
-            ent = f"{d['entropy_first']:.2f} → {d['entropy_max']:.2f}" if "entropy_max" in d else "-"
-            kl = f"{d['ref_kl_max']:.2f} / {d['ref_kl_last']:.2f}" if "ref_kl_max" in d else "-"
-            gs = f"{100 * d['group_success_last5']:.0f}%" if "group_success_last5" in d else "-"
-            lines.append(f"| T{c['task']} | {METHOD_LABELS[c['method']]} | {c['seed']} | "
-                         f"{by[('sft', c['task'], c['seed'])]:.0f} | {100 * c['success_rate']:.0f} | {ent} | {kl} | {gs} |")
-    raw = [json.loads(p.read_text()) for p in sorted((out_dir / RAW_ALPHA_DIR).glob("*.json"))]
-    if raw:
-        lines += ["", "## With the paper's raw α (not normalised)", "",
-                  "Kept for the record; not in the tables above. Same settings otherwise.", "",
-                  "| task | method | seed | α1, α2 | success | SFT of the same seed |", "|---|---|---|---|---|---|"]
-        for c in raw:
-            sft = by.get(("sft", c["task"], c["seed"]))
-            alphas = ", ".join(f"{a:g}" for a in c.get("alphas") or [])
-            lines.append(f"| T{c['task']} | {METHOD_LABELS[c['method']]} | {c['seed']} | {alphas} | "
-                         f"{100 * c['success_rate']:.0f} | {'-' if sft is None else f'{sft:.0f}'} |")
-    missing_tasks = [t for t in range(1, 11) if t not in tasks]
-    lines += ["", f"Cells finished: {len(cells)}." + (
-        f" Tasks not run yet: {', '.join(f'T{t}' for t in missing_tasks)}." if missing_tasks else ""),
+    if not drops:
+        return []
+    lines = ["", "## RL runs that ended below their SFT policy", "",
+             f"{len(drops)} of {len(rl)} RL runs. Entropy is the policy's mean per-token entropy (nats) on "
+             "the sampled rollouts, KL the estimate of KL to the SFT policy in the loss, group success the "
+             "sampled (not greedy) success over the last 5 iterations; all from the run's training log.", "",
+             "| task | method | seed | SFT | after RL | entropy first → max | KL to SFT max / last | "
+             "group success, last 5 |", "|---|---|---|---|---|---|---|---|"]
+    for c in drops:
+        d = diagnostics[Cell.of(c).key]
+        ent = f"{d['entropy_first']:.2f} → {d['entropy_max']:.2f}" if "entropy_max" in d else "-"
+        kl = f"{d['ref_kl_max']:.2f} / {d['ref_kl_last']:.2f}" if "ref_kl_max" in d else "-"
+        gs = f"{100 * d['group_success_last5']:.0f}%" if "group_success_last5" in d else "-"
+        lines.append(f"| T{c['task']} | {METHOD_LABELS[c['method']]} | {c['seed']} | "
+                     f"{t.sft_rate(c):.0f} | {100 * c['success_rate']:.0f} | {ent} | {kl} | {gs} |")
+    return lines
+
+
+def _raw_alpha_cells(out_dir: Path) -> list[dict[str, Any]]:
+    return [json.loads(p.read_text()) for p in sorted((out_dir / RAW_ALPHA_DIR).glob("*.json"))]
+
+
+def _section_raw_alpha(t: Table, raw: list[dict[str, Any]]) -> list[str]:
+    if not raw:
+        return []
+    lines = ["", "## With the paper's raw α (not normalised)", "",
+             "Kept for the record; not in the tables above. Same settings otherwise.", "",
+             "| task | method | seed | α1, α2 | success | SFT of the same seed |", "|---|---|---|---|---|---|"]
+    for c in raw:
+        sft = t.sft_rate(c)
+        alphas = ", ".join(f"{a:g}" for a in c.get("alphas") or [])
+        lines.append(f"| T{c['task']} | {METHOD_LABELS[c['method']]} | {c['seed']} | {alphas} | "
+                     f"{100 * c['success_rate']:.0f} | {'-' if sft is None else f'{sft:.0f}'} |")
+    return lines
+
+
+def _section_footer(t: Table) -> list[str]:
+    missing_tasks = [task for task in range(1, 11) if task not in t.tasks]
+    vers = next((c["versions"] for c in t.cells if c.get("versions")), {})
+    mach = next((c["machine"] for c in t.cells if c.get("machine")), {})
+    return ["", f"Cells finished: {len(t.cells)}." + (
+        f" Tasks not run yet: {', '.join(f'T{task}' for task in missing_tasks)}." if missing_tasks else ""),
         "Command: `python -m benchmarks.paper_table run` (resumable), then `python -m benchmarks.paper_table summary`; "
         "in a fresh checkout, `python -m benchmarks.paper_table restore` first brings back the cells above.",
-    ]
-    vers = next((c["versions"] for c in cells if c.get("versions")), {})
-    mach = next((c["machine"] for c in cells if c.get("machine")), {})
-    lines += ["", "Versions: " + ", ".join(f"{k} {v}" for k, v in vers.items()),
-              f"Machine: {mach.get('cpu_model', '?')} ({mach.get('cpu_count', '?')} cores).",
-              "", "![bar chart](paper_table.png)", ""]
-    (results_dir / "paper_table.md").write_text("\n".join(lines))
+        "", "Versions: " + ", ".join(f"{k} {v}" for k, v in vers.items()),
+        f"Machine: {mach.get('cpu_model', '?')} ({mach.get('cpu_count', '?')} cores).",
+        "", "![bar chart](paper_table.png)", ""]
 
-    payload = {"aggregate": {m: {str(t): s for t, s in v.items()} for m, v in agg.items()}, "deltas": deltas,
-               "cells": [{k: c[k] for k in PUBLISHED_FIELDS if k in c} for c in cells],
+
+def summarize(out_dir: Path, results_dir: Path = RESULTS) -> dict[str, Any] | None:
+    """Write ``paper_table.{md,csv,json,png}`` to ``results_dir`` from the cells under ``out_dir``."""
+    t = Table.load(out_dir)
+    if t is None:
+        print(f"no finished cells under {out_dir}; nothing to summarise", flush=True)
+        return None
+    diagnostics = _diagnostics(t)
+    raw = _raw_alpha_cells(out_dir)
+    lines = (_section_ours(t) + _section_paper(t) + _section_deltas(t) + _section_failed_and_restarted(t)
+             + _section_drops(t, diagnostics) + _section_raw_alpha(t, raw) + _section_footer(t))
+    write_text(results_dir / "paper_table.csv", _csv(t))
+    write_text(results_dir / "paper_table.md", "\n".join(lines))
+    payload = {"aggregate": {m: {str(task): s for task, s in v.items()} for m, v in t.agg.items()},
+               "deltas": t.deltas,
+               "cells": [{k: c[k] for k in PUBLISHED_FIELDS if k in c} for c in t.cells],
                "train_diagnostics": diagnostics,
                "raw_alpha_cells": [{k: c[k] for k in ("task", "method", "seed", "success_rate", "alphas", "date")
                                     if k in c} for c in raw],
                "paper_table1": PAPER_TABLE1, "paper_ppo_average": PAPER_PPO_AVERAGE}
-    _write(results_dir / "paper_table.json", payload)
-    _plot(agg, tasks, methods, results_dir / "paper_table.png")
-    print(f"wrote {results_dir / 'paper_table.md'} ({len(cells)} cells)", flush=True)
+    write_json(results_dir / "paper_table.json", payload)
+    _plot(t.agg, t.tasks, t.methods, results_dir / "paper_table.png")
+    print(f"wrote {results_dir / 'paper_table.md'} ({len(t.cells)} cells)", flush=True)
     return payload
 
 
@@ -498,19 +620,19 @@ def restore(source: Path, out_dir: Path) -> int:
     diagnostics = payload.get("train_diagnostics") or {}
     written = 0
     for c in payload["cells"]:
-        path = cell_path(out_dir, c["task"], c["method"], c["seed"])
+        path = Cell.of(c).path(out_dir)
         if path.is_file():
             continue
         cell = dict(c, restored_from=str(source))
-        d = diagnostics.get(f"task{c['task']}_{c['method']}_seed{c['seed']}")
+        d = diagnostics.get(Cell.of(c).key)
         if d:
             cell["train"] = dict(d)
-        _write(path, cell)
+        write_json(path, cell)
         written += 1
     for c in payload.get("raw_alpha_cells") or []:
-        path = out_dir / RAW_ALPHA_DIR / f"task{c['task']}_{c['method']}_seed{c['seed']}.json"
+        path = Cell.of(c).raw_alpha_path(out_dir)
         if not path.is_file():
-            _write(path, dict(c, restored_from=str(source)))
+            write_json(path, dict(c, restored_from=str(source)))
             written += 1
     return written
 

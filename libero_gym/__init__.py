@@ -4,6 +4,7 @@ Example:
     >>> import gymnasium as gym, libero_gym  # doctest: +SKIP
     >>> env = gym.make("LiberoObject-Task4-v0", obs_mode="state")  # doctest: +SKIP
     >>> envs = gym.make_vec("LiberoObject-Task4-v0", num_envs=8)  # doctest: +SKIP
+    >>> envs = gym.make_vec("LiberoObject-Task4-v0", num_envs=64, vectorization="ray")  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from gymnasium.envs.registration import register, registry  # noqa: E402
 
 from libero_gym.env import OBS_MODES, STATE_DIM, STATE_LAYOUT, WARMUP_ACTION, LiberoObjectEnv  # noqa: E402
 from libero_gym.placement import TERMINATION_KEYS, PlacementConfig  # noqa: E402
+from libero_gym.ray_vector import RayVectorEnv  # noqa: E402  (imports Ray only when one is created)
 from libero_gym.tasks import NUM_INIT_STATES, TASKS, ObjectTask, get_task  # noqa: E402
 from libero_gym.vector import LiberoAsyncVectorEnv, WorkerError, make_vec  # noqa: E402
 
@@ -29,6 +31,7 @@ __all__ = [
     "LiberoAsyncVectorEnv",
     "PlacementConfig",
     "TERMINATION_KEYS",
+    "RayVectorEnv",
     "WorkerError",
     "make_vec",
     "TASKS",

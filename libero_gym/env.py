@@ -121,6 +121,17 @@ def _noop() -> None:
     return None
 
 
+def _control_step(sim_env):
+    """The function that runs one env step of the robosuite env: :mod:`libero_gym.controller`'s loop where
+    it reproduces robosuite's exactly, else robosuite's own step with the redundant forward pass skipped."""
+    from libero_gym.controller import FastControlLoop, supports
+
+    if supports(sim_env):
+        return FastControlLoop(sim_env).step
+    _skip_redundant_forward(sim_env.robots[0].controller)
+    return sim_env.step
+
+
 class LiberoObjectEnv(gym.Env):
     """A LIBERO-Object pick-and-place task ("pick up the X and place it in the basket").
 
@@ -404,11 +415,11 @@ class LiberoObjectEnv(gym.Env):
         # robosuite keeps the gripper's last command across resets; clear it so that an episode depends
         # only on its seed and actions.
         self._robot.gripper.current_action = np.zeros(self._robot.gripper.dof)
-        _skip_redundant_forward(self._robot.controller)
+        self._control_step = _control_step(self._sim_env)
         if init_state is not None:
             self._libero.set_init_state(self.init_states[int(init_state)])
         for _ in range(self.warmup_steps):
-            self._sim_env.step(WARMUP_ACTION)
+            self._control_step(WARMUP_ACTION)
         self._target_start_z = float(self._data.xpos[self._target_bid][2])
         self._basket_start = (self._data.xpos[self._basket_bid].copy(), self._data.xquat[self._basket_bid].copy())
         self._gripper_command = float(WARMUP_ACTION[-1]) if self.warmup_steps else 0.0
@@ -430,11 +441,10 @@ class LiberoObjectEnv(gym.Env):
                 + "): call reset() first."
             )
         action = self._check_action(action)
-        # LIBERO's step returns its success predicate as `done`.
-        _, _, done, _ = self._sim_env.step(action)
+        self._control_step(action)
         self._gripper_command = float(action[-1])
         self._elapsed_steps += 1
-        success = bool(done)
+        success = bool(self._sim_env._check_success())
         info = self._facts(success)
         terminated = bool(info[self.terminate_on])
         limit = self._step_limit()
@@ -448,7 +458,7 @@ class LiberoObjectEnv(gym.Env):
     def _release_check(self) -> bool:
         """Open the gripper, hold the arm still for ``placement.release_steps`` steps: is the object placed?"""
         for _ in range(self.placement.release_steps):
-            self._sim_env.step(RELEASE_ACTION)
+            self._control_step(RELEASE_ACTION)
         self._gripper_command = float(RELEASE_ACTION[-1])
         return bool(self._facts(bool(self._sim_env._check_success()))["is_placed"])
 

@@ -47,6 +47,7 @@ from typing import Any
 
 import numpy as np
 
+from libero_tgrpo.files import atomic_write
 from libero_tgrpo.progress import progress_bar
 from libero_tgrpo.versions import versions
 
@@ -289,8 +290,6 @@ def generate_demos(
 # ---------------------------------------------------------------------------------------------- files
 def save_demos(demos: DemoSet, path: str | os.PathLike) -> Path:
     """Write ``demos`` to ``path`` (compressed ``.npz``) atomically; returns the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     arrays: dict[str, np.ndarray] = {f"obs.{k}": v for k, v in demos.obs.items()}
     arrays.update(
         actions=demos.actions,
@@ -301,13 +300,7 @@ def save_demos(demos: DemoSet, path: str | os.PathLike) -> Path:
     )
     buf = io.BytesIO()
     np.savez_compressed(buf, **arrays)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(buf.getvalue())
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, lambda p: p.write_bytes(buf.getvalue()))
 
 
 def load_demos(path: str | os.PathLike) -> DemoSet:

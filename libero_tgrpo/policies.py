@@ -21,10 +21,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-import torch
-
 import tgrpo
 from libero_tgrpo.versions import now, versions
+from tgrpo.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 
 __all__ = [
     "POLICY_KINDS",
@@ -133,19 +132,19 @@ def save_policy(policy: Any, spec: dict[str, Any], path: str | os.PathLike, **in
         spec: its spec from :func:`build_policy`.
         path: file to write.
         **info: recorded with it (task, obs_mode, stage, seeds, metrics, ...).
+
+    Raises:
+        TypeError: if ``spec`` or ``info`` hold objects other than plain data (they could not be loaded
+            safely).
+        OSError: ``ENOSPC`` when the disk is full; an earlier file at ``path`` is left intact.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "format_version": POLICY_FILE_VERSION,
         "spec": spec,
         "state_dict": policy.state_dict(),
         "info": {**info, "saved": now(), "versions": versions()},
     }
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
-    return path
+    return save_checkpoint(path, payload)
 
 
 def load_policy(path: str | os.PathLike) -> tuple[Any, dict[str, Any], dict[str, Any]]:
@@ -158,8 +157,12 @@ def load_policy(path: str | os.PathLike) -> tuple[Any, dict[str, Any], dict[str,
     Returns:
         ``(policy, spec, info)``.
 
+    The file is read with ``torch.load(weights_only=True)`` (:func:`tgrpo.load_checkpoint`): a file that holds
+    other Python objects than tensors and plain data is refused before anything in it runs.
+
     Raises:
-        PolicyFileError: if the file does not exist or is not a policy file.
+        PolicyFileError: if the file does not exist, is not a policy file, or holds objects that could run
+            code on load.
     """
     path = Path(path)
     if path.is_dir():
@@ -169,7 +172,10 @@ def load_policy(path: str | os.PathLike) -> tuple[Any, dict[str, Any], dict[str,
             f"policy file {str(path)!r} does not exist. Give a policy.pt written by `libero-tgrpo sft` or "
             "`libero-tgrpo train`, or a TGRPO run directory."
         )
-    payload = torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        payload = load_checkpoint(path)
+    except CheckpointError as e:  # UnsafeCheckpointError included: nothing in the file has run
+        raise PolicyFileError(str(e)) from e
     if isinstance(payload, dict) and "spec" in payload and "state_dict" in payload:
         policy = _rebuild(payload["spec"])
         policy.load_state_dict(payload["state_dict"])

@@ -1,10 +1,13 @@
-"""Progress bars for the pipeline's long stages (tqdm when available and wanted, else silent)."""
+"""Progress of the pipeline's long stages: tqdm bars (when available and wanted, else silent) and log lines."""
 
 from __future__ import annotations
 
+import logging
+import sys
+import time
 from typing import Any
 
-__all__ = ["progress_bar"]
+__all__ = ["progress_bar", "say"]
 
 
 class _NoBar:
@@ -24,3 +27,12 @@ def progress_bar(progress: bool, total: int, desc: str, unit: str) -> Any:
     except ImportError:
         return _NoBar()
     return tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True)
+
+
+log = logging.getLogger("libero_tgrpo")
+
+
+def say(msg: str) -> None:
+    """A timestamped progress line on stderr (and to the ``libero_tgrpo`` logger)."""
+    log.info(msg)
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)

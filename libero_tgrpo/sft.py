@@ -12,53 +12,18 @@ Example:
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
+from libero_tgrpo.config import SFTConfig
 from libero_tgrpo.demos import DemoSet
 from libero_tgrpo.progress import progress_bar
 
 __all__ = ["SFTConfig", "sft", "token_cross_entropy", "demo_tokens", "freeze_reference"]
-
-
-@dataclass
-class SFTConfig:
-    """Options of behaviour cloning."""
-
-    epochs: int = 10
-    """Passes over the demonstrations."""
-    batch_size: int = 256
-    """Samples (time steps) per optimizer step."""
-    lr: float = 1e-3
-    """AdamW learning rate."""
-    weight_decay: float = 0.0
-    """AdamW weight decay."""
-    max_grad_norm: float | None = 1.0
-    """Clip the global gradient norm to this value; None disables clipping."""
-    seed: int = 0
-    """Seed of the minibatch order."""
-
-    def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise ValueError(f"SFTConfig.{name}={v!r} is not accepted: give an int >= 1.")
-        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
-            raise ValueError(f"SFTConfig.lr={self.lr!r} is not accepted: give a finite number > 0, e.g. 1e-3.")
-        if self.weight_decay < 0:
-            raise ValueError(f"SFTConfig.weight_decay={self.weight_decay!r} is not accepted: give a number >= 0.")
-        if self.max_grad_norm is not None and not self.max_grad_norm > 0:
-            raise ValueError(f"SFTConfig.max_grad_norm={self.max_grad_norm!r} must be > 0 or None.")
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain-dict form for logs."""
-        return asdict(self)
 
 
 def demo_tokens(policy: Any, demos: DemoSet) -> np.ndarray:

@@ -8,37 +8,53 @@ Example:
     >>> result = tgrpo.train(envs, policy, tgrpo.TGRPOConfig(alpha1=0.3, alpha2=0.7))  # doctest: +SKIP
 """
 
-from tgrpo.advantages import step_advantages, tgrpo_advantages, trajectory_advantages
-from tgrpo.checkpoint import load_checkpoint, save_checkpoint
-from tgrpo.config import ConfigError, TGRPOConfig
-from tgrpo.evaluation import evaluate
-from tgrpo.loss import k3_kl, tgrpo_loss
-from tgrpo.policy import MLPTokenPolicy, TokenActionPolicy, flatten_observation
-from tgrpo.rollout import GroupRollout, collect_group
-from tgrpo.tokenizer import ActionTokenizer
-from tgrpo.trainer import TrainResult, compute_advantages, train, update_policy
+from __future__ import annotations
 
-__all__ = [
-    "ActionTokenizer",
-    "ConfigError",
-    "GroupRollout",
-    "MLPTokenPolicy",
-    "TGRPOConfig",
-    "TokenActionPolicy",
-    "TrainResult",
-    "collect_group",
-    "compute_advantages",
-    "evaluate",
-    "flatten_observation",
-    "k3_kl",
-    "load_checkpoint",
-    "save_checkpoint",
-    "step_advantages",
-    "tgrpo_advantages",
-    "tgrpo_loss",
-    "train",
-    "trajectory_advantages",
-    "update_policy",
-]
+import importlib
+from typing import Any
+
+from tgrpo.config import ConfigError as ConfigError
+from tgrpo.config import PPOConfig as PPOConfig
+from tgrpo.config import RLConfig as RLConfig
+from tgrpo.config import TGRPOConfig as TGRPOConfig
+
+# The rest is imported on first use, so that the configs (and a command line built from them) load without
+# torch.
+_LAZY = {
+    "step_advantages": "tgrpo.advantages",
+    "tgrpo_advantages": "tgrpo.advantages",
+    "trajectory_advantages": "tgrpo.advantages",
+    "CheckpointError": "tgrpo.checkpoint",
+    "UnsafeCheckpointError": "tgrpo.checkpoint",
+    "load_checkpoint": "tgrpo.checkpoint",
+    "save_checkpoint": "tgrpo.checkpoint",
+    "evaluate": "tgrpo.evaluation",
+    "k3_kl": "tgrpo.loss",
+    "tgrpo_loss": "tgrpo.loss",
+    "NonFiniteError": "tgrpo.nonfinite",
+    "MLPTokenPolicy": "tgrpo.policy",
+    "TokenActionPolicy": "tgrpo.policy",
+    "flatten_observation": "tgrpo.policy",
+    "GroupRollout": "tgrpo.rollout",
+    "collect_group": "tgrpo.rollout",
+    "ActionTokenizer": "tgrpo.tokenizer",
+    "TrainResult": "tgrpo.trainer",
+    "compute_advantages": "tgrpo.trainer",
+    "train": "tgrpo.trainer",
+    "update_policy": "tgrpo.trainer",
+}
+
+__all__ = sorted(["ConfigError", "PPOConfig", "RLConfig", "TGRPOConfig", *_LAZY])
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'tgrpo' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])
+
 
 __version__ = "0.1.0"

@@ -12,10 +12,8 @@ Example:
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,12 +22,13 @@ import torch
 from torch import nn
 
 from tgrpo.checkpoint import CHECKPOINT_NAME, save_checkpoint
-from tgrpo.config import DEFAULT_LR, ConfigError, _choice, _info_key, _positive_int
-from tgrpo.logger import MetricsLogger, plot_training_curve
-from tgrpo.loss import RATIO_LEVELS, tgrpo_loss
+from tgrpo.config import PPOConfig
+from tgrpo.logger import MetricsLogger, plot_training_curve, progress_bar
+from tgrpo.loss import tgrpo_loss
+from tgrpo.nonfinite import NonFiniteGuard, check_finite_state
 from tgrpo.policy import MLPTokenPolicy, Observation, TokenActionPolicy, flatten_observation
 from tgrpo.rollout import collect_group
-from tgrpo.trainer import TrainResult, _progress
+from tgrpo.trainer import TrainResult
 
 
 def gae(
@@ -96,78 +95,6 @@ class ValueMLP(nn.Module):
         return self.net(x).squeeze(-1)
 
 
-@dataclass
-class PPOConfig:
-    """Options of the PPO baseline."""
-
-    iterations: int = 30
-    """Rollout groups to collect and learn from."""
-    max_steps: int = 200
-    """Step cap per trajectory."""
-    gamma: float = 0.99
-    """Discount factor, in (0, 1]."""
-    gae_lambda: float = 0.95
-    """GAE lambda, in [0, 1]."""
-    lr: float | None = None
-    """AdamW learning rate for policy and value head; None: the policy's ``recommended_lr`` or 1e-5."""
-    clip_eps: float = 0.2
-    """Clipping range of the ratio, in (0, 1)."""
-    kl_beta: float = 0.0
-    """Weight of a k3 KL penalty to the reference policy (0: plain PPO)."""
-    vf_coef: float = 0.5
-    """Weight of the value-function loss."""
-    ent_coef: float = 0.0
-    """Weight of the entropy bonus."""
-    ratio_level: str = "token"
-    """``"token"`` or ``"action"``, as in TGRPO."""
-    epochs: int = 4
-    """Passes over each rollout."""
-    minibatch_size: int = 256
-    """Samples per optimizer step."""
-    normalize_advantages: bool = True
-    """Normalise advantages per minibatch (mean 0, std 1)."""
-    max_grad_norm: float | None = 1.0
-    """Global gradient-norm clipping; None disables it."""
-    temperature: float = 1.0
-    """Sampling temperature during rollouts."""
-    success_key: str = "is_success"
-    """Boolean ``info`` key read as success (the success rate), as in TGRPO."""
-    seed: int = 0
-    """Seed of torch, NumPy and the env resets."""
-    output_dir: str = "runs/ppo"
-    """Directory for metrics, the final checkpoint and the plot."""
-    log_formats: tuple[str, ...] = ("jsonl", "csv")
-    """Metric sinks, any of ``"jsonl"``, ``"csv"``, ``"tensorboard"``."""
-    progress_bar: bool = True
-    """Show a tqdm progress bar."""
-    plot: bool = True
-    """Write ``training_curve.png`` at the end (needs matplotlib)."""
-    extra: dict[str, Any] = field(default_factory=dict)
-    """Free-form values recorded with the run."""
-
-    def __post_init__(self) -> None:
-        self.log_formats = tuple(self.log_formats)
-        _choice("ratio_level", self.ratio_level, RATIO_LEVELS)
-        _info_key("success_key", self.success_key)
-        for name in ("iterations", "max_steps", "epochs", "minibatch_size"):
-            _positive_int(name, getattr(self, name), f"a positive integer for {name}")
-        checks = [
-            ("gamma", 0 < self.gamma <= 1, "in (0, 1]", "gamma=0.99"),
-            ("gae_lambda", 0 <= self.gae_lambda <= 1, "in [0, 1]", "gae_lambda=0.95"),
-            ("clip_eps", 0 < self.clip_eps < 1, "in (0, 1)", "clip_eps=0.2"),
-            ("kl_beta", self.kl_beta >= 0, ">= 0", "kl_beta=0.0"),
-            ("vf_coef", self.vf_coef >= 0, ">= 0", "vf_coef=0.5"),
-            ("temperature", self.temperature > 0, "> 0", "temperature=1.0"),
-            ("lr", self.lr is None or (math.isfinite(self.lr) and self.lr > 0), "> 0 or None", "lr=1e-3"),
-        ]
-        for name, ok, accepted, example in checks:
-            if not ok:
-                raise ConfigError(
-                    f"PPOConfig.{name}={getattr(self, name)!r} is not accepted: it must be {accepted}. "
-                    f"Fix: pass e.g. {example}."
-                )
-
-
 def train_ppo(
     env: Any,
     policy: TokenActionPolicy | None = None,
@@ -203,9 +130,10 @@ def train_ppo(
     pi_params = [p for p in policy.trainable_parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(
         pi_params + list(value_fn.parameters()),
-        lr=cfg.lr if cfg.lr is not None else getattr(policy, "recommended_lr", DEFAULT_LR),
+        lr=cfg.resolve_lr(policy),
     )
-    bar = _progress(cfg, 0)  # type: ignore[arg-type]
+    guard = NonFiniteGuard.for_config(cfg, policy)
+    bar = progress_bar(cfg.progress_bar, cfg.iterations, desc="ppo")
     env_steps = 0
     try:
         for k in range(cfg.iterations):
@@ -268,6 +196,9 @@ def train_ppo(
                     loss.backward()
                     params = [p for grp in optimizer.param_groups for p in grp["params"]]
                     gn = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm or float("inf"))
+                    if not guard.ok(loss.detach(), gn, where=f"iteration {k}"):
+                        optimizer.zero_grad(set_to_none=True)
+                        continue
                     optimizer.step()
                     metrics.update(
                         loss=float(loss.detach()), value_loss=float(v_loss.detach()), grad_norm=float(gn)
@@ -277,6 +208,7 @@ def train_ppo(
                     n_updates += 1
             row: dict[str, Any] = {"iteration": k}
             row.update({f"losses/{key}": val / max(n_updates, 1) for key, val in sums.items()})
+            row["losses/nonfinite_skips"] = float(guard.take_count())
             row.update(
                 {
                     "charts/success_rate": float(g.success.mean()),
@@ -293,14 +225,17 @@ def train_ppo(
     finally:
         bar.close()
         logger.close()
+    policy_state, value_state = policy.state_dict(), value_fn.state_dict()
+    check_finite_state(policy_state, "the PPO policy")
+    check_finite_state(value_state, "the PPO value head")
     ckpt = save_checkpoint(
         out_dir / CHECKPOINT_NAME,
         {
             "iteration": cfg.iterations - 1,
-            "policy": policy.state_dict(),
-            "value_fn": value_fn.state_dict(),
+            "policy": policy_state,
+            "value_fn": value_state,
             "optimizer": optimizer.state_dict(),
-            "config": {**cfg.__dict__, "log_formats": list(cfg.log_formats)},
+            "config": cfg.to_dict(),
         },
     )
     if cfg.plot:

@@ -132,3 +132,29 @@ def plot_training_curve(rows: Sequence[dict[str, Any]], path: str | os.PathLike)
     fig.tight_layout()
     fig.savefig(str(path), dpi=100)
     return True
+
+
+class _NoBar:
+    """Stands in for a tqdm bar when there is none."""
+
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def set_postfix(self, **kw: Any) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def progress_bar(show: bool, total: int, start: int = 0, desc: str = "tgrpo") -> Any:
+    """A tqdm bar over ``total`` iterations starting at ``start``; a no-op object when ``show`` is False or
+    tqdm is not installed."""
+    if not show:
+        return _NoBar()
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        log.info("tqdm is not installed; no progress bar.")
+        return _NoBar()
+    return tqdm(total=total, initial=start, desc=desc, unit="it", dynamic_ncols=True)

@@ -20,27 +20,36 @@ Ratio level (``ratio_level``):
     7-token action); the KL of a sample is the sum of its per-token estimates (KL of the action).
 
 KL to the reference policy uses the k3 estimator per token,
-``exp(ref - logp) - (ref - logp) - 1`` (unbiased, always >= 0), with tokens sampled from the old policy.
+``exp(ref - logp) - (ref - logp) - 1`` (unbiased, always >= 0), with tokens sampled from the old policy. Its
+log-ratio ``ref - logp`` is clamped to ``[-K3_LOG_RATIO_BOUND, K3_LOG_RATIO_BOUND]`` (as verl does) and the
+estimate is computed in float32, so one token the current policy has all but ruled out gives at most
+``exp(20) - 21 ~ 4.9e8`` instead of ``inf`` (and no gradient beyond the bound).
 """
 
 from __future__ import annotations
 
 import torch
 
-RATIO_LEVELS = ("token", "action")
+from tgrpo.config import RATIO_LEVELS
+
+#: Bound on |ref_logp - logp| inside :func:`k3_kl`'s exp: exp(20) ~ 4.9e8 is finite in float32 and bfloat16.
+K3_LOG_RATIO_BOUND = 20.0
 
 
 def k3_kl(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
-    """Per-token k3 estimate of KL(pi || pi_ref): ``exp(ref - logp) - (ref - logp) - 1``.
+    """Per-token k3 estimate of KL(pi || pi_ref): ``exp(d) - d - 1`` with ``d = ref - logp``.
+
+    ``d`` is clamped to ``[-K3_LOG_RATIO_BOUND, K3_LOG_RATIO_BOUND]`` and the estimate computed in float32, so it
+    is finite (at most ``exp(20) - 21``) for any finite inputs; beyond the bound its gradient is 0.
 
     Args:
         logp: [...] log-probs of the sampled tokens under the current policy.
         ref_logp: [...] log-probs of the same tokens under the reference policy.
 
     Returns:
-        [...] non-negative estimates.
+        [...] non-negative float32 estimates.
     """
-    d = ref_logp - logp
+    d = (ref_logp.float() - logp.float()).clamp(-K3_LOG_RATIO_BOUND, K3_LOG_RATIO_BOUND)
     return torch.exp(d) - d - 1.0
 
 

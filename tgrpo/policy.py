@@ -128,7 +128,7 @@ def flatten_observation(obs: Observation, keys: Sequence[str] | None = None) -> 
     return arr.reshape(arr.shape[0], -1).astype(np.float32)
 
 
-def _dist_stats(logits: torch.Tensor, tokens: torch.Tensor | None, temperature: float):
+def dist_stats(logits: torch.Tensor, tokens: torch.Tensor | None, temperature: float):
     """Per-token log-probs and entropies of ``tokens`` under ``softmax(logits / temperature)``."""
     logp_all = torch.log_softmax(logits / max(temperature, 1e-6), dim=-1)
     ent = -(logp_all.exp() * logp_all).sum(-1)
@@ -260,7 +260,7 @@ class MLPTokenPolicy(nn.Module):
             if temperature <= 0:
                 tokens = logits.argmax(-1)
                 return tokens, torch.zeros(tokens.shape, dtype=logits.dtype, device=logits.device)
-            _, _, logp_all = _dist_stats(logits, None, temperature)
+            _, _, logp_all = dist_stats(logits, None, temperature)
             b = logits.shape[0]
             tokens = torch.multinomial(logp_all.exp().view(-1, self.n_bins), 1).view(b, self.action_dim)
             return tokens, logp_all.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
@@ -268,14 +268,14 @@ class MLPTokenPolicy(nn.Module):
     def log_probs(
         self, obs: Observation, instructions: Sequence[str], tokens: torch.Tensor, temperature: float = 1.0
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        lp, ent, _ = _dist_stats(self.logits(obs), tokens.to(self.device), temperature)
+        lp, ent, _ = dist_stats(self.logits(obs), tokens.to(self.device), temperature)
         return lp, ent
 
     def ref_log_probs(
         self, obs: Observation, instructions: Sequence[str], tokens: torch.Tensor, temperature: float = 1.0
     ) -> torch.Tensor:
         with torch.no_grad():
-            lp, _, _ = _dist_stats(self.logits(obs, ref=True), tokens.to(self.device), temperature)
+            lp, _, _ = dist_stats(self.logits(obs, ref=True), tokens.to(self.device), temperature)
         return lp
 
     def tokens_to_actions(self, tokens: torch.Tensor | np.ndarray) -> np.ndarray:

@@ -30,9 +30,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from tgrpo.config import ROLLOUT_MODES
 from tgrpo.policy import Observation, TokenActionPolicy
-
-ROLLOUT_MODES = ("paper", "independent")
 
 
 def stack_observations(obs_list: Sequence[Observation]) -> Observation:

@@ -24,11 +24,19 @@ import numpy as np
 import torch
 
 from tgrpo.advantages import tgrpo_advantages, trajectory_advantages
-from tgrpo.checkpoint import CHECKPOINT_NAME, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from tgrpo.checkpoint import (
+    CHECKPOINT_NAME,
+    load_checkpoint,
+    remove_stale_temp_files,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from tgrpo.config import ConfigError, TGRPOConfig
 from tgrpo.evaluation import evaluate
-from tgrpo.logger import MetricsLogger, plot_training_curve
+from tgrpo.logger import MetricsLogger, plot_training_curve, progress_bar
 from tgrpo.loss import tgrpo_loss
+from tgrpo.nonfinite import NonFiniteGuard, check_finite_state
 from tgrpo.policy import MLPTokenPolicy, TokenActionPolicy
 from tgrpo.rollout import GroupRollout, collect_group
 
@@ -39,7 +47,9 @@ EvalHook = Callable[[TokenActionPolicy, int], dict[str, float]]
 #: Samples per forward pass when computing reference log-probs for a whole group.
 REF_CHUNK = 1024
 #: Config fields that may differ between a run and its resumption without changing its meaning.
-RESUMABLE_CHANGES = {"iterations", "resume", "progress_bar", "plot", "log_interval", "eval_interval", "extra"}
+RESUMABLE_CHANGES = {
+    "iterations", "resume", "progress_bar", "plot", "log_interval", "eval_interval", "extra", "max_nonfinite_skips"
+}
 
 
 @dataclass
@@ -103,8 +113,11 @@ def update_policy(
     advantages: np.ndarray,
     cfg: TGRPOConfig,
     rng: np.random.Generator,
+    guard: NonFiniteGuard | None = None,
 ) -> dict[str, float]:
     """Optimise the TGRPO loss on one group; returns metrics averaged over optimizer steps.
+
+    A step whose loss or gradient norm is not finite is skipped (see :mod:`tgrpo.nonfinite`).
 
     Args:
         policy: the policy being trained.
@@ -113,11 +126,18 @@ def update_policy(
         advantages: [M, L] advantages (0 where masked).
         cfg: training options (schedule, epochs, clip, KL, ratio level, grad clipping).
         rng: shuffles the minibatch schedule.
+        guard: skips and counts non-finite steps; None: a fresh one with ``cfg.max_nonfinite_skips``.
 
     Returns:
-        ``losses/*`` metrics and ``time/forward_s`` (policy forward passes and loss) and ``time/update_s``
-        (backward, clipping, optimizer step).
+        ``losses/*`` metrics (averaged over the applied steps; ``losses/nonfinite_skips`` counts the skipped
+        ones) and ``time/forward_s`` (policy forward passes and loss) and ``time/update_s`` (backward,
+        clipping, optimizer step).
+
+    Raises:
+        NonFiniteError: after ``cfg.max_nonfinite_skips`` skipped steps in a row.
     """
+    if guard is None:
+        guard = NonFiniteGuard.for_config(cfg, policy)
     params = [p for p in policy.trainable_parameters() if p.requires_grad]
     m = group.num_envs
     weights_all = 1.0 / (m * np.maximum(group.lengths, 1))  # eq. 9: 1/M * 1/|o_i|
@@ -151,6 +171,11 @@ def update_policy(
             loss.backward()
             max_norm = cfg.max_grad_norm if cfg.max_grad_norm is not None else float("inf")
             grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+            if not guard.ok(loss.detach(), grad_norm, where=f"update step {n_steps + 1}"):
+                optimizer.zero_grad(set_to_none=True)
+                upd_s += time.perf_counter() - t1
+                fwd_s += t1 - t0
+                continue
             optimizer.step()
             upd_s += time.perf_counter() - t1
             fwd_s += t1 - t0
@@ -161,6 +186,7 @@ def update_policy(
             n_steps += 1
     out = {f"losses/{k}": v / max(n_steps, 1) for k, v in sums.items()}
     out["losses/optimizer_steps"] = float(n_steps)
+    out["losses/nonfinite_skips"] = float(guard.take_count())
     out["time/forward_s"] = fwd_s
     out["time/update_s"] = upd_s
     return out
@@ -229,6 +255,8 @@ def train(
 
     start = 0
     env_steps = 0
+    for stale in remove_stale_temp_files(ckpt_path):
+        log.info("removed %s, the temporary file of a killed checkpoint write", stale)
     if cfg.resume and ckpt_path.exists():
         ckpt = load_checkpoint(ckpt_path)
         changed = {
@@ -258,7 +286,8 @@ def train(
         def eval_fn(p: TokenActionPolicy, k: int) -> dict[str, float]:
             return evaluate(env, p, episodes=num_envs, max_steps=cfg.max_steps)
 
-    bar = _progress(cfg, start)
+    guard = NonFiniteGuard.for_config(cfg, policy)
+    bar = progress_bar(cfg.progress_bar, cfg.iterations, start)
     last_ckpt: Path | None = ckpt_path if ckpt_path.exists() and start > 0 else None
     try:
         for k in range(start, cfg.iterations):
@@ -280,7 +309,7 @@ def train(
             adv = compute_advantages(group, cfg)
             # 3. per-time-step (Algorithm 1) or minibatch updates of the clipped, KL-penalised objective
             row: dict[str, Any] = {"iteration": k}
-            row.update(update_policy(policy, optimizer, group, adv, cfg, update_rng))
+            row.update(update_policy(policy, optimizer, group, adv, cfg, update_rng, guard))
             row.update(
                 {
                     "charts/success_rate": float(group.success.mean()),
@@ -307,12 +336,14 @@ def train(
             if (
                 cfg.checkpoint_interval and (k + 1) % cfg.checkpoint_interval == 0
             ) or k == cfg.iterations - 1:
+                policy_state = policy.state_dict()
+                check_finite_state(policy_state, f"the policy after iteration {k}")
                 last_ckpt = save_checkpoint(
                     ckpt_path,
                     {
                         "iteration": k,
                         "env_steps": env_steps,
-                        "policy": policy.state_dict(),
+                        "policy": policy_state,
                         "optimizer": optimizer.state_dict(),
                         "rng": rng_state(),
                         "update_rng": update_rng.bit_generator.state,
@@ -359,25 +390,3 @@ def _say(cfg: TGRPOConfig, msg: str) -> None:
         from tqdm.auto import tqdm
 
         tqdm.write(msg, file=sys.stderr)
-
-
-class _NoBar:
-    def update(self, n: int = 1) -> None:
-        pass
-
-    def set_postfix(self, **kw: Any) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-def _progress(cfg: TGRPOConfig, start: int) -> Any:
-    if not cfg.progress_bar:
-        return _NoBar()
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:
-        log.info("tqdm is not installed; no progress bar.")
-        return _NoBar()
-    return tqdm(total=cfg.iterations, initial=start, desc="tgrpo", unit="it", dynamic_ncols=True)

@@ -64,9 +64,12 @@ def test_bad_actions(env, action, match):
 
 def test_out_of_range_is_clipped_by_default_and_raises_on_request(env):
     env.reset(seed=0)
-    _, _, _, _, info_big = env.step(np.array([5, 0, 0, 0, 0, 0, -1], np.float32))
+    _, _, _, _, info_big = env.step(np.array([5, 0, 0, 0, 0, -2.5, -1], np.float32))
+    # The action the simulated robot received (robosuite records each policy step's action) is the clipped one.
+    received = env.unwrapped._robot.recent_actions.current
+    np.testing.assert_array_equal(received, [1, 0, 0, 0, 0, -1, -1])
     env.reset(seed=0)
-    _, _, _, _, info_one = env.step(np.array([1, 0, 0, 0, 0, 0, -1], np.float32))
+    _, _, _, _, info_one = env.step(np.array([1, 0, 0, 0, 0, -1, -1], np.float32))
     np.testing.assert_array_equal(info_big["eef_pos"], info_one["eef_pos"])
     strict = LiberoObjectEnv(task=1, action_out_of_range="raise")
     strict.reset(seed=0)

@@ -52,12 +52,30 @@ def test_images_are_upright_camera_views_equal_to_libero_flipped():
     ours.close()
 
 
-def test_render_returns_a_frame_in_every_obs_mode():
-    env = gym.make("LiberoObject-Task1-v0", obs_mode="state", render_mode="rgb_array", render_size=96)
+@pytest.fixture(scope="module")
+def agentview_at_seed_0():
+    """The 96 px agentview observation after ``reset(seed=0)`` of Task1."""
+    env = gym.make("LiberoObject-Task1-v0", obs_mode="rgb", image_size=96)
+    obs, _ = env.reset(seed=0)
+    env.close()
+    return obs["agentview"]
+
+
+@pytest.mark.parametrize("obs_mode", libero_gym.OBS_MODES)
+def test_render_returns_a_frame_in_every_obs_mode(obs_mode, agentview_at_seed_0):
+    env = gym.make("LiberoObject-Task1-v0", obs_mode=obs_mode, render_mode="rgb_array", render_size=96, image_size=64)
     env.reset(seed=0)
     frame = env.render()
     assert frame.shape == (96, 96, 3) and frame.dtype == np.uint8 and frame.std() > 10
+    # render() is the agentview camera: at the observation's size it is the observation's picture.
+    np.testing.assert_array_equal(frame, agentview_at_seed_0)
+    for _ in range(3):
+        env.step(np.array([0, 0, 1, 0, 0, 0, -1], np.float32))
+    assert not np.array_equal(env.render(), frame), "the frame should follow the scene"
     env.close()
+
+
+def test_render_without_render_mode_warns():
     quiet = libero_gym.LiberoObjectEnv(task=1)
     quiet.reset(seed=0)
     with pytest.warns(UserWarning, match="render_mode"):

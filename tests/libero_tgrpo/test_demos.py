@@ -2,6 +2,8 @@
 
 import json
 
+import gymnasium as gym
+import mujoco
 import numpy as np
 import pytest
 
@@ -16,7 +18,7 @@ from libero_tgrpo.demos import (
 )
 
 
-def test_demos_are_successful_expert_episodes(demos):
+def test_demo_set_arrays_and_metadata(demos):
     assert demos.num_episodes == 3
     assert demos.num_steps == int(demos.episode_lengths.sum())
     assert demos.obs["state"].shape == (demos.num_steps, 29)
@@ -29,6 +31,39 @@ def test_demos_are_successful_expert_episodes(demos):
     # training placements: episode j resets with seed * 100000 + j, never a benchmark state
     assert demos.episode_seeds.tolist() == [0, 1, 2]
     assert "never the benchmark states" in demos.meta["placements"]
+
+
+def test_demos_replay_to_success_from_training_placements(demos):
+    """Each stored episode, replayed from its reset seed, shows the stored observations and ends in success."""
+    from libero_gym import LiberoObjectEnv
+
+    success_key = demos.meta["terminate_on"]  # the fact that made an episode a success ("is_placed")
+    env = gym.make("LiberoObject-Task4-v0", obs_mode="state", terminate_on=success_key)
+    placement = LiberoObjectEnv(task=4, warmup_steps=0)  # the same placement, before the warm-up
+    placement.reset(seed=0)
+    model = placement._model
+    free = [j for j in range(model.njnt) if model.jnt_type[j] == mujoco.mjtJoint.mjJNT_FREE]
+    xy = np.concatenate([np.arange(model.jnt_qposadr[j], model.jnt_qposadr[j] + 2) for j in free])
+    bench = placement.init_states[:, 1 : 1 + model.nq][:, xy]
+    starts = np.concatenate([[0], np.cumsum(demos.episode_lengths)])
+    try:
+        for j, seed in enumerate(demos.episode_seeds.tolist()):
+            obs, info = env.reset(seed=seed)
+            assert info["init_state"] == -1
+            placement.reset(seed=seed)
+            # a benchmark state would place every object exactly (see tests/libero_gym/test_env.py)
+            assert np.abs(bench - placement._data.qpos[xy]).max(-1).min() > 1e-3, f"episode {j}"
+            stored = demos.obs["state"][starts[j] : starts[j + 1]]
+            actions = demos.actions[starts[j] : starts[j + 1]]
+            for t, action in enumerate(actions):
+                np.testing.assert_allclose(obs["state"], stored[t], atol=1e-4, err_msg=f"episode {j}, step {t}")
+                assert not info[success_key], f"episode {j} succeeded before its last step ({t})"
+                obs, _, terminated, truncated, info = env.step(action)
+            assert info[success_key] and terminated, f"episode {j} does not end in success ({success_key})"
+            assert info["target_in_basket"]
+    finally:
+        env.close()
+        placement.close()
 
 
 def test_tokens_match_the_actions(demos):

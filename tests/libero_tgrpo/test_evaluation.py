@@ -1,11 +1,15 @@
 """Benchmark evaluation and rollout videos on the real env."""
 
+import gymnasium as gym
 import numpy as np
 import pytest
+import torch
 
 import tgrpo
-from libero_tgrpo.envs import SharedPlacementVectorWrapper, make_eval_envs, make_train_envs
+from libero_gym import STATE_LAYOUT, WARMUP_ACTION
+from libero_tgrpo.envs import SharedPlacementVectorWrapper, env_id, make_eval_envs, make_train_envs
 from libero_tgrpo.evaluation import evaluate_benchmark, record_video
+from rewards import StagedRewardWrapper
 
 
 @pytest.fixture(scope="module")
@@ -13,31 +17,129 @@ def policy():
     return tgrpo.MLPTokenPolicy(29, obs_keys=("state",), hidden=(16,), seed=0)
 
 
-def test_eval_on_two_benchmark_states(policy):
-    envs = make_eval_envs(4, 2, max_episode_steps=15)
+class ReachPolicy:
+    """A scripted token policy: moves the end effector straight toward the target at ``speed``, gripper open.
+
+    It records the ``"state"`` observations it is given, one [num_envs, 29] array per call.
+    """
+
+    def __init__(self, speed=1.0):
+        self.speed = speed
+        self.tokenizer = tgrpo.ActionTokenizer()
+        self.seen = []
+
+    def sample(self, obs, instructions, temperature=0.0):
+        state = np.asarray(obs["state"])
+        self.seen.append(state.copy())
+        delta = state[:, STATE_LAYOUT["target_minus_eef"]]
+        actions = np.zeros((len(state), 7))
+        actions[:, :3] = self.speed * delta / np.linalg.norm(delta, axis=1, keepdims=True)
+        actions[:, 6] = -1
+        tokens = torch.as_tensor(self.tokenizer.encode(actions))
+        return tokens, torch.zeros(tokens.shape)
+
+    def tokens_to_actions(self, tokens):
+        return self.tokenizer.decode(tokens)
+
+
+def _max_stage_alone(state, steps):
+    """Largest staged-reward stage of ReachPolicy from benchmark state ``state`` in one plain env."""
+    env = StagedRewardWrapper(gym.make(env_id(4), obs_mode="state"))
+    reach = ReachPolicy()
+    obs, info = env.reset(options={"init_state": state})
+    stages = [info["stage"]]
+    for _ in range(steps):
+        tokens, _ = reach.sample({"state": obs["state"][None]}, [""])
+        obs, _, _, _, info = env.step(reach.tokens_to_actions(tokens)[0].astype(np.float32))
+        stages.append(info["stage"])
+    env.close()
+    return max(stages)
+
+
+def test_eval_records_match_each_state_run_alone():
+    # Moving at full speed, the end effector comes within approach_distance (stage 1) of the bbq sauce
+    # within 9 steps from state 21 (and 0), not from state 9, which starts 3 cm farther away.
+    states, steps = [9, 21, 0], 9
+    alone = {k: _max_stage_alone(k, steps) for k in states}
+    assert len(set(alone.values())) > 1, f"the states should be told apart by their stages: {alone}"
+    envs = make_eval_envs(4, 2, max_episode_steps=steps)
     try:
-        res = evaluate_benchmark(envs, policy, [3, 7, 9], max_steps=15, progress=False)
+        res = evaluate_benchmark(envs, ReachPolicy(), states, max_steps=steps, progress=False)
     finally:
         envs.close()
-    assert [e["init_state"] for e in res["episodes"]] == [3, 7, 9]
+    assert [e["init_state"] for e in res["episodes"]] == states
     for e in res["episodes"]:
         assert set(e) == {"init_state", "success", "placed", "length", "max_stage"}
-        assert e["length"] == 15 and e["success"] is False and e["placed"] is False and 0 <= e["max_stage"] <= 4
+        assert e["length"] == steps and e["success"] is False and e["placed"] is False
+        assert e["max_stage"] == alone[e["init_state"]], (e, alone)
     s = res["summary"]
-    assert s["episodes"] == 3 and s["successes"] == 0 and s["success_rate"] == 0.0 and s["mean_length"] == 15
-    assert res["env_steps"] == 45 and res["max_steps"] == 15 and res["temperature"] == 0.0
+    assert s["episodes"] == 3 and s["successes"] == 0 and s["success_rate"] == 0.0 and s["mean_length"] == steps
+    assert s["mean_max_stage"] == np.mean(list(alone.values()))
+    assert res["env_steps"] == 3 * steps and res["max_steps"] == steps and res["temperature"] == 0.0
     assert res["steps_per_s"] > 0
 
 
-def test_eval_is_deterministic_and_starts_from_the_benchmark_states(policy):
-    envs = make_eval_envs(4, 2, max_episode_steps=5, vectorization="sync")
+def _libero_first_state(state):
+    """Task4's first observation from benchmark state ``state`` in LIBERO's own env after the same warm-up."""
+    import contextlib
+    import io
+    import os
+
+    import mujoco
+    from libero.libero import benchmark, get_libero_path
+    from libero.libero.envs import OffScreenRenderEnv
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        suite = benchmark.get_benchmark_dict()["libero_object"]()
+        t = suite.get_task(3)
+        bddl = os.path.join(get_libero_path("bddl_files"), t.problem_folder, t.bddl_file)
+        raw = OffScreenRenderEnv(bddl_file_name=bddl, has_offscreen_renderer=False, use_camera_obs=False)
+        raw.seed(0)
+        raw.reset()
+        raw.set_init_state(suite.get_task_init_states(3)[state])
+        for _ in range(10):
+            raw.step(WARMUP_ACTION)
+    env = raw.env
+    data, robot = env.sim.data, env.robots[0]
+    target, basket = env.obj_body_id[env.obj_of_interest[0]], env.obj_body_id[env.obj_of_interest[1]]
+    eef_quat = np.empty(4)
+    mujoco.mju_mat2Quat(eef_quat, data.site_xmat[robot.eef_site_id])
+    first = {
+        "eef_pos": data.site_xpos[robot.eef_site_id].copy(),
+        "eef_quat": eef_quat,
+        "gripper_qpos": data.qpos[robot._ref_gripper_joint_pos_indexes].copy(),
+        "target_pos": data.body_xpos[target].copy(),
+        "basket_pos": data.body_xpos[basket].copy(),
+    }
+    raw.close()
+    return first
+
+
+def _assert_state_is(obs_state, first, what):
+    for key, value in first.items():
+        np.testing.assert_allclose(obs_state[STATE_LAYOUT[key]], value, atol=1e-5, err_msg=f"{what}: {key}")
+
+
+def test_eval_episodes_start_from_the_requested_benchmark_states_deterministically():
+    steps = 5
+    envs = make_eval_envs(4, 2, max_episode_steps=steps)
     try:
-        a = evaluate_benchmark(envs, policy, [0, 1], max_steps=5, progress=False)
-        b = evaluate_benchmark(envs, policy, [1, 0], max_steps=5, progress=False)
+        a, b = ReachPolicy(), ReachPolicy()
+        evaluate_benchmark(envs, a, [3, 7, 9], max_steps=steps, progress=False)
+        evaluate_benchmark(envs, b, [9, 3], max_steps=steps, progress=False)
     finally:
         envs.close()
-    assert [e["init_state"] for e in b["episodes"]] == [1, 0]
-    assert a["episodes"][0]["max_stage"] == b["episodes"][1]["max_stage"]
+    # Run a: sub-envs 0 and 1 start on states 3 and 7; both end after 5 steps, sub-env 0 is sent to state 9,
+    # its step 6 is the reset step, and the policy's 7th call sees the new episode's first observation.
+    first_seen = {3: a.seen[0][0], 7: a.seen[0][1], 9: a.seen[steps + 1][0]}
+    for k, obs_state in first_seen.items():
+        _assert_state_is(obs_state, _libero_first_state(k), f"benchmark state {k}")
+    assert not np.allclose(first_seen[3], first_seen[7])
+    # Run b, states in another order: state 3 now runs on sub-env 1 and gives the same observations.
+    episode_3_in_a = np.stack([s[0] for s in a.seen[:steps]])
+    episode_3_in_b = np.stack([s[1] for s in b.seen[:steps]])
+    np.testing.assert_array_equal(episode_3_in_b, episode_3_in_a)
+    np.testing.assert_array_equal(b.seen[0][0], first_seen[9])
 
 
 def test_bad_states_are_rejected(policy):
@@ -59,7 +161,7 @@ def test_shared_placement_wrapper_gives_one_scene_per_group():
 
 
 def test_record_video(policy, tmp_path):
-    pytest.importorskip("imageio")
+    pytest.importorskip("imageio", exc_type=ModuleNotFoundError)
     out = record_video(policy, 4, tmp_path / "v.mp4", init_state=2, max_steps=4, render_size=64)
     assert (tmp_path / "v.mp4").stat().st_size > 0
     assert out["frames"] == 5 and out["length"] == 4 and out["init_state"] == 2

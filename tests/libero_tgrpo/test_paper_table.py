@@ -5,13 +5,26 @@ import json
 
 import pytest
 
-paper_table = pytest.importorskip("benchmarks.paper_table")
+from benchmarks import paper_table
 
 
 def test_plan_runs_sft_first_and_ablations_only_on_their_tasks():
     cells = paper_table.plan([1, 4], [0], list(paper_table.METHOD_ORDER), [4])
-    assert cells == [(1, "sft", 0), (1, "tgrpo", 0), (4, "sft", 0), (4, "tgrpo", 0), (4, "step_only", 0),
-                     (4, "traj_only", 0), (4, "ppo", 0)]
+    Cell = paper_table.Cell
+    assert cells == [Cell(1, "sft", 0), Cell(1, "tgrpo", 0), Cell(4, "sft", 0), Cell(4, "tgrpo", 0),
+                     Cell(4, "step_only", 0), Cell(4, "traj_only", 0), Cell(4, "ppo", 0)]
+
+
+def test_a_cell_owns_its_key_and_paths(tmp_path):
+    c = paper_table.Cell(4, "tgrpo", 2)
+    assert c.key == "task4_tgrpo_seed2" and c.label == "Task4 tgrpo seed 2"
+    assert c.path(tmp_path) == tmp_path / "cells" / "task4_tgrpo_seed2.json"
+    assert c.failed_path(tmp_path) == tmp_path / "failed" / "task4_tgrpo_seed2.json"
+    assert c.raw_alpha_path(tmp_path) == tmp_path / paper_table.RAW_ALPHA_DIR / "task4_tgrpo_seed2.json"
+    assert c.run_dir(tmp_path) == tmp_path / "runs" / "task4_seed2"
+    assert c.sft == paper_table.Cell(4, "sft", 2) and c.is_rl and not c.sft.is_rl
+    assert paper_table.Cell.of({"task": "4", "method": "tgrpo", "seed": 2, "x": 1}) == c
+    assert paper_table.cell_path(tmp_path, 4, "tgrpo", 2) == c.path(tmp_path)
 
 
 def _cell(out, task, method, seed, rate):
@@ -164,3 +177,27 @@ def test_summary_says_which_rl_settings_differ_from_the_defaults(tmp_path):
     md = (res / "paper_table.md").read_text()
     assert "differ from the main job's (and the table's): lr 3e-05 (1 RL cell; default 0.0001)." in md
     assert "kl beta" not in md  # the default value is not reported as a change
+
+
+def test_changed_settings_are_read_from_the_config_parts_of_new_cells(tmp_path):
+    from libero_tgrpo.config import PipelineConfig
+
+    out, res = tmp_path / "cells", tmp_path / "results"
+    _cell(out, 2, "sft", 1, 0.8)
+    _cell(out, 2, "tgrpo", 1, 0.7)
+    path = paper_table.cell_path(out, 2, "tgrpo", 1)
+    config = PipelineConfig(task=2, seed=1).replace(**{"rl.kl_beta": 0.01}).to_dict()
+    path.write_text(json.dumps(dict(json.loads(path.read_text()), config=config)))
+    paper_table.summarize(out, res)
+    md = (res / "paper_table.md").read_text()
+    assert "kl beta 0.01 (1 RL cell; default 0.04)." in md and "lr 3e-05" not in md
+
+
+def test_run_overrides_address_the_config_parts():
+    args = paper_table.build_parser().parse_args(["run", "--lr", "3e-5", "--states", "0-2", "--quiet"])
+    over = paper_table._overrides(args)
+    assert over == {"progress": False, "rl.lr": 3e-5, "eval.states": (0, 1, 2)}
+    from libero_tgrpo.config import PipelineConfig
+
+    cfg = PipelineConfig().replace(**over)
+    assert cfg.rl.lr == 3e-5 and cfg.eval.states == (0, 1, 2) and not cfg.progress

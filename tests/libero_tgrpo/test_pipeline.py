@@ -1,32 +1,29 @@
 """A tiny end-to-end run on the real env: demos -> SFT -> TGRPO (2 iterations) -> evaluation, and resume."""
 
 import json
+import shlex
 
 import pytest
 import torch
 
-from libero_tgrpo.cli import main
-from libero_tgrpo.pipeline import PipelineConfig, run_main_job
+from libero_tgrpo.cli import main, parse
+from libero_tgrpo.config import DemoConfig, EvalConfig, PipelineConfig
+from libero_tgrpo.options import load_config
+from libero_tgrpo.pipeline import run_main_job
 from libero_tgrpo.policies import load_policy
 
 
 def _tiny(tmp_path, demo_cache, **kw):
-    base = dict(
+    base = PipelineConfig(
         output_dir=str(tmp_path / "main"),
-        num_demos=3,
-        demo_cache=str(demo_cache),
+        demos=DemoConfig(num_demos=3, demo_cache=str(demo_cache)),
         hidden=(32, 32),
-        sft_epochs=3,
         num_envs=2,
-        iterations=2,
-        max_steps=8,
-        eval_states=(0, 1),
-        eval_max_steps=10,
+        eval=EvalConfig(states=(0, 1), max_steps=10),
         video=False,
         progress=False,
     )
-    base.update(kw)
-    return PipelineConfig(**base)
+    return base.replace(**{"sft.epochs": 3, "rl.iterations": 2, "rl.max_steps": 8, **kw})
 
 
 def test_tiny_main_job_end_to_end(tmp_path, demo_cache, monkeypatch):
@@ -49,6 +46,16 @@ def test_tiny_main_job_end_to_end(tmp_path, demo_cache, monkeypatch):
     policy, spec, info = load_policy(out / "tgrpo/policy.pt")
     assert spec["kind"] == "state" and info["stage"] == "tgrpo"
 
+    # the resolved config and the command the run wrote give the same config back
+    cfg = _tiny(tmp_path, demo_cache)
+    command = (out / "command.txt").read_text().strip()
+    assert command.startswith("libero-tgrpo run ") and "--rl-epochs" not in command
+    assert parse(shlex.split(command)[1:])[1].options == cfg
+    assert load_config(out / "config.yaml") == cfg
+    assert parse(["run", "--config", str(out / "config.yaml")])[1].options == cfg
+    assert json.loads((out / "config.json").read_text()) == json.loads(json.dumps(cfg.to_dict()))
+    assert summary["command"] == command
+
     # recording a finished run under a name, with the command that reproduces it
     import libero_tgrpo.paths
     from libero_tgrpo.pipeline import record_run
@@ -64,7 +71,7 @@ def test_tiny_main_job_end_to_end(tmp_path, demo_cache, monkeypatch):
         record_run(out, "../x")
 
     # resume: every stage is on disk, TGRPO continues to 3 iterations from its checkpoint
-    summary2 = run_main_job(_tiny(tmp_path, demo_cache, resume=True, iterations=3))
+    summary2 = run_main_job(_tiny(tmp_path, demo_cache, resume=True, **{"rl.iterations": 3}))
     rows = [json.loads(line) for line in (out / "tgrpo/metrics.jsonl").read_text().splitlines()]
     assert [r["iteration"] for r in rows] == [0, 1, 2]
     assert summary2["eval"]["sft"] == summary["eval"]["sft"]
@@ -88,18 +95,33 @@ def test_cli_stages(tmp_path, demo_cache, capsys):
 
 
 @pytest.mark.parametrize("kw,needle", [({"num_envs": 1}, "num_envs=1"), ({"task": 0}, "1-10"),
-                                       ({"eval_states": (60,)}, "0-49"), ({"method": "grpo"}, "method='grpo'")])
+                                       ({"eval.states": (60,)}, "0-49"), ({"method": "grpo"}, "method='grpo'"),
+                                       ({"rl.lr": -1.0}, "lr=-1.0"), ({"sft.lr": 0.0}, "SFTConfig.lr=0.0"),
+                                       ({"demos.num_demos": 0}, "num_demos=0"), ({"eval.envs": 0}, "eval_envs=0"),
+                                       ({"alpha1": -1.0}, "alpha1=-1.0"), ({"video_state": 50}, "video_state=50"),
+                                       ({"method": "ppo", "ppo.gamma": 0.0}, "PPOConfig.gamma=0.0")])
 def test_bad_config(kw, needle):
     with pytest.raises(ValueError, match=needle):
-        PipelineConfig(**kw)
+        PipelineConfig().replace(**kw)
+
+
+def test_stage_configs_are_composed_from_the_parts():
+    cfg = PipelineConfig(seed=3, num_envs=4).replace(**{"rl.lr": 3e-5, "rl.iterations": 7, "ppo.epochs": 2})
+    t = cfg.rl_config("x/tgrpo")
+    assert (t.alpha1, t.alpha2) == (0.35, 0.65) and t.seed == 3 and t.lr == 3e-5 and t.iterations == 7
+    assert t.output_dir == "x/tgrpo" and t.epochs == 1
+    p = cfg.replace(method="ppo").rl_config("x/ppo")
+    assert type(p).__name__ == "PPOConfig" and p.lr == 3e-5 and p.iterations == 7 and p.epochs == 2
+    assert p.kl_beta == cfg.rl.kl_beta and p.seed == 3
+    assert cfg.sft_config().seed == 3 and cfg.sft_config().epochs == cfg.sft.epochs
 
 
 @pytest.mark.slow
 @pytest.mark.render
 def test_vision_policy_through_the_same_pipeline(tmp_path):
-    pytest.importorskip("tgrpo.policies")
-    summary = run_main_job(_tiny(tmp_path, tmp_path / "demos", policy="vision", num_demos=2, sft_epochs=1,
-                                 hidden=(32,), iterations=1, max_steps=4, eval_max_steps=4, eval_states=(0,)))
+    summary = run_main_job(_tiny(tmp_path, tmp_path / "demos", policy="vision", hidden=(32,),
+                                 **{"demos.num_demos": 2, "sft.epochs": 1, "rl.iterations": 1, "rl.max_steps": 4,
+                                    "eval.max_steps": 4, "eval.states": (0,)}))
     assert summary["policy"] == "vision" and summary["eval"]["tgrpo"]["episodes"] == 1
     _, spec, info = load_policy(tmp_path / "main/tgrpo/policy.pt")
     assert spec["kind"] == "vision" and info["obs_mode"] == "rgb_state"

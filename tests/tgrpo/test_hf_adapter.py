@@ -6,8 +6,8 @@ import torch
 from tgrpo_fakes import small_config
 from tgrpo_vision_fakes import INSTRUCTIONS, make_camera_vec_env, random_obs
 
-pytest.importorskip("transformers")
-pytest.importorskip("peft")
+pytest.importorskip("transformers", reason="needs the hf extra", exc_type=ModuleNotFoundError)
+pytest.importorskip("peft", reason="needs the hf extra", exc_type=ModuleNotFoundError)
 
 import tgrpo  # noqa: E402
 from tgrpo.policies import HFVLAPolicy, LoRASettings, openvla_prompt, save_tiny_llava  # noqa: E402

@@ -110,15 +110,37 @@ def test_eval_hook_called_on_schedule(tmp_path):
     assert [r.get("eval/score") for r in result.history] == [None, 1.0, None, 3.0, 4.0]
 
 
+class _RowTokens(tgrpo.MLPTokenPolicy):
+    """Row i of every batch emits ``rows[i]`` (greedy or not); records the observations it is given."""
+
+    def __init__(self, obs_dim, rows, **kw):
+        super().__init__(obs_dim, **kw)
+        self.rows = rows
+        self.seen = []
+
+    def sample(self, obs, instructions, temperature=1.0):
+        self.seen.append(obs)
+        n = len(instructions)
+        return torch.tensor(self.rows[:n]), torch.zeros(n, 7)
+
+
 def test_default_eval_hook(tmp_path):
-    result = tgrpo.train(make_vec_env(2), None, small_config(tmp_path, iterations=1, eval_interval=1))
-    assert 0.0 <= result.history[-1]["eval/success_rate"] <= 1.0
+    # sub-env 0 passes every stage (a success after 3 steps), sub-env 1 never passes one
+    policy = _RowTokens(5, [[255] * 7, [0] * 7])
+    result = tgrpo.train(make_vec_env(2), policy, small_config(tmp_path, iterations=1, eval_interval=1))
+    assert result.history[-1]["eval/success_rate"] == 0.5
+    assert result.history[-1]["charts/success_rate"] == 0.5
 
 
 def test_dict_observations(tmp_path):
     envs = make_vec_env(3, dict_obs=True)
-    result = tgrpo.train(envs, None, small_config(tmp_path, iterations=1))
-    assert result.history[0]["charts/group_length"] >= 1
+    policy = _RowTokens(5, [[255] * 7] * 3, obs_keys=("state",))
+    before = [p.detach().clone() for p in policy.trainable_parameters()]
+    result = tgrpo.train(envs, policy, small_config(tmp_path, iterations=1))
+    # every sub-env succeeds at step 3; the policy saw the Dict observations batched per key
+    assert result.history[0]["charts/group_length"] == 3 and result.history[0]["charts/success_rate"] == 1.0
+    assert all(set(obs) == {"state"} and obs["state"].shape == (3, 5) for obs in policy.seen)
+    assert any(not torch.equal(a, b) for a, b in zip(before, policy.trainable_parameters(), strict=True))
 
 
 def test_policy_must_follow_protocol(tmp_path):

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import torch
 
-from tgrpo.policy import _dist_stats
+from tgrpo.policy import dist_stats
 
 
 def sample_from_logits(logits: torch.Tensor, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -22,7 +22,7 @@ def sample_from_logits(logits: torch.Tensor, temperature: float) -> tuple[torch.
     if temperature <= 0:
         tokens = logits.argmax(-1)
         return tokens, torch.zeros(tokens.shape, dtype=logits.dtype, device=logits.device)
-    _, _, logp_all = _dist_stats(logits, None, temperature)
+    _, _, logp_all = dist_stats(logits, None, temperature)
     flat = logp_all.reshape(-1, logp_all.shape[-1])
     tokens = torch.multinomial(flat.exp(), 1).view(logp_all.shape[:-1])
     return tokens, logp_all.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
@@ -32,7 +32,7 @@ def token_stats(
     logits: torch.Tensor, tokens: torch.Tensor, temperature: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Log-probs and entropies of ``tokens`` [...] under ``softmax(logits [..., n_bins] / temperature)``."""
-    lp, ent, _ = _dist_stats(logits, tokens, temperature)
+    lp, ent, _ = dist_stats(logits, tokens, temperature)
     return lp, ent
 
 

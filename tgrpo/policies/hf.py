@@ -139,6 +139,29 @@ def openvla_action_transform(
     return transform
 
 
+@dataclass(frozen=True)
+class ModelPreset:
+    """The adapter's defaults that depend on the model family (each can be overridden by its argument)."""
+
+    extra_prompt_ids: tuple[int, ...] = ()
+    """Ids appended after the prompt, before the action tokens."""
+    use_cache: bool = True
+    """KV cache while sampling."""
+    mirror_images: bool = False
+    """Flip camera images left-right before the processor (see ``HFVLAPolicy``'s ``mirror_images``)."""
+
+
+OPENVLA_PRESET = ModelPreset(extra_prompt_ids=(OPENVLA_EMPTY_TOKEN_ID,), use_cache=False, mirror_images=True)
+"""OpenVLA's (``model_type == "openvla"``): its empty token (29871) after "Out:"; no KV cache while sampling
+(its remote code's cached decoding is batch-1 only); images mirrored left-right (its LIBERO data and evaluation
+rotate robosuite's raw images by 180 degrees, which is the upright view mirrored)."""
+
+
+def model_preset(config: Any) -> ModelPreset:
+    """The preset of a model config: :data:`OPENVLA_PRESET` for OpenVLA, the generic defaults otherwise."""
+    return OPENVLA_PRESET if getattr(config, "model_type", "") == "openvla" else ModelPreset()
+
+
 def _resolve_dtype(dtype: str | torch.dtype) -> str | torch.dtype:
     if isinstance(dtype, torch.dtype) or dtype == "auto":
         return dtype
@@ -202,14 +225,14 @@ class HFVLAPolicy(nn.Module):
         prompt_template: prompt with an ``{instruction}`` field (instructions are lower-cased). When the
             processor has an ``image_token`` (LLaVA-style processors) that the template lacks, it is prepended
             followed by a newline; OpenVLA's processor has none (the model inserts the image itself).
-        extra_prompt_ids: ids appended after the prompt, before the action tokens. None: OpenVLA's empty token
-            (29871) for ``model_type == "openvla"``, nothing otherwise.
+        extra_prompt_ids: ids appended after the prompt, before the action tokens. None: the model's preset
+            (:func:`model_preset`: OpenVLA's empty token 29871 for OpenVLA, nothing otherwise).
         action_vocab_size: the V of the action ids ``V - n_bins .. V - 1``; None: ``tokenizer.vocab_size`` (the
             base vocabulary without added tokens; 32000 for OpenVLA, whose logits have 32064 entries).
         micro_batch_size: rows per forward in :meth:`log_probs`, :meth:`ref_log_probs` and :meth:`sample`.
         gradient_checkpointing: recompute activations in the backward pass (``gradient_checkpointing_enable``)
             to fit a 7B model's update in memory.
-        use_cache: KV cache while sampling; None: on, except for OpenVLA (its cached decoding is batch-1 only).
+        use_cache: KV cache while sampling; None: the model's preset (on, except for OpenVLA).
         action_dim: tokens per action (7).
         n_bins: action bins (256).
         tokenizer: action tokenizer; default OpenVLA's convention over [-1, 1].
@@ -218,8 +241,8 @@ class HFVLAPolicy(nn.Module):
             :func:`openvla_action_transform`); None returns the bin centres in [-1, 1].
         mirror_images: flip camera images left-right before the processor. ``libero_gym`` gives true
             (upright) camera views; OpenVLA's LIBERO data and evaluation rotate robosuite's raw images by 180
-            degrees, which is the upright view mirrored left-right. None: on for ``model_type ==
-            "openvla"``, off otherwise.
+            degrees, which is the upright view mirrored left-right. None: the model's preset (on for
+            OpenVLA, off otherwise).
 
     Raises:
         ValueError: if the tokenizer's ``n_bins`` differs from ``n_bins`` or the vocabulary is too small.
@@ -265,10 +288,9 @@ class HFVLAPolicy(nn.Module):
         self.vocab_size = int(action_vocab_size if action_vocab_size is not None else text_tok.vocab_size)
         if self.vocab_size < self.n_bins:
             raise ValueError(f"action_vocab_size={self.vocab_size} is smaller than n_bins={self.n_bins}.")
-        config = model.config
-        is_openvla = getattr(config, "model_type", "") == "openvla"
+        preset = model_preset(model.config)
         if extra_prompt_ids is None:
-            extra_prompt_ids = (OPENVLA_EMPTY_TOKEN_ID,) if is_openvla else ()
+            extra_prompt_ids = preset.extra_prompt_ids
         self.extra_prompt_ids = tuple(int(i) for i in extra_prompt_ids)
         image_token = getattr(processor, "image_token", None)
         if isinstance(image_token, str) and image_token not in prompt_template:
@@ -276,8 +298,8 @@ class HFVLAPolicy(nn.Module):
         self.prompt_template = prompt_template
         self.image_key = image_key
         self.micro_batch_size = int(micro_batch_size)
-        self.use_cache = (not is_openvla) if use_cache is None else bool(use_cache)
-        self.mirror_images = is_openvla if mirror_images is None else bool(mirror_images)
+        self.use_cache = preset.use_cache if use_cache is None else bool(use_cache)
+        self.mirror_images = preset.mirror_images if mirror_images is None else bool(mirror_images)
         self.gradient_checkpointing = bool(gradient_checkpointing)
 
         if isinstance(model, PeftModel):
@@ -496,33 +518,49 @@ class HFVLAPolicy(nn.Module):
     def _sample_rows(
         self, prompts: list[list[int]], extras: dict[str, torch.Tensor], rows: list[int], temperature: float
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        sample = self._sample_cached if self.use_cache else self._sample_full
+        return sample([list(prompts[r]) for r in rows], extras, rows, temperature)
+
+    def _sample_cached(
+        self, seqs: list[list[int]], extras: dict[str, torch.Tensor], rows: list[int], temperature: float
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Decoding with the KV cache: one forward of the prompts, then one of each new token. The rows share
+        one prompt length (no padding), so the cache stays aligned."""
         out_tok, out_lp = [], []
-        seqs = [list(prompts[r]) for r in rows]
-        if self.use_cache:  # rows share one prompt length: no padding, the KV cache stays aligned
-            out = self._forward(seqs, extras, rows, use_cache=True)
-            past, last = out.past_key_values, out.logits[:, -1]
-            length = out.logits.shape[1]
+        out = self._forward(seqs, extras, rows, use_cache=True)
+        past, last = out.past_key_values, out.logits[:, -1]
+        length = out.logits.shape[1]
         for j in range(self.action_dim):
-            if not self.use_cache:
-                logits = self._forward(seqs, extras, rows, use_cache=False).logits
-                offset = logits.shape[1] - max(len(s) for s in seqs)
-                pos = torch.as_tensor([offset + len(s) - 1 for s in seqs], device=logits.device)
-                last = logits[torch.arange(len(rows), device=logits.device), pos]
             tk, lp = sample_from_logits(self._action_logits(last), temperature)
             out_tok.append(tk)
             out_lp.append(lp)
             if j == self.action_dim - 1:
                 break
             ids = self.tokenizer.to_vocab_ids(tk, self.vocab_size)
-            if self.use_cache:
-                length += 1
-                att = torch.ones((len(rows), length), dtype=torch.long, device=ids.device)
-                out = self.model(
-                    input_ids=ids[:, None], attention_mask=att, past_key_values=past, use_cache=True
-                )
-                past, last = out.past_key_values, out.logits[:, -1]
-            else:
-                seqs = [s + [int(i)] for s, i in zip(seqs, ids)]
+            length += 1
+            att = torch.ones((len(rows), length), dtype=torch.long, device=ids.device)
+            out = self.model(input_ids=ids[:, None], attention_mask=att, past_key_values=past, use_cache=True)
+            past, last = out.past_key_values, out.logits[:, -1]
+        return torch.stack(out_tok, 1), torch.stack(out_lp, 1)
+
+    def _sample_full(
+        self, seqs: list[list[int]], extras: dict[str, torch.Tensor], rows: list[int], temperature: float
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Decoding without a cache: each step is a full forward of the (right-padded) prompts and the tokens
+        so far."""
+        out_tok, out_lp = [], []
+        for j in range(self.action_dim):
+            logits = self._forward(seqs, extras, rows, use_cache=False).logits
+            offset = logits.shape[1] - max(len(s) for s in seqs)
+            pos = torch.as_tensor([offset + len(s) - 1 for s in seqs], device=logits.device)
+            last = logits[torch.arange(len(rows), device=logits.device), pos]
+            tk, lp = sample_from_logits(self._action_logits(last), temperature)
+            out_tok.append(tk)
+            out_lp.append(lp)
+            if j == self.action_dim - 1:
+                break
+            ids = self.tokenizer.to_vocab_ids(tk, self.vocab_size)
+            seqs = [s + [int(i)] for s, i in zip(seqs, ids)]
         return torch.stack(out_tok, 1), torch.stack(out_lp, 1)
 
     def log_probs(

@@ -1,0 +1,331 @@
+"""The pipeline's options: one typed source, composed from the configs of the stages and packages.
+
+:class:`PipelineConfig` holds what is the pipeline's own (task, policy, seed, output directory, which RL
+method and α) and composes the configs of the stages instead of copying their fields:
+
+=================  =================================================  =========================================
+field              type                                               stage
+=================  =================================================  =========================================
+``demos``          :class:`DemoConfig`                                demonstrations of the scripted expert
+``sft``            :class:`SFTConfig`                               behaviour cloning
+``rl``             :class:`tgrpo.TGRPOConfig`                         TGRPO (and the options PPO shares with it)
+``ppo``            :class:`tgrpo.baselines.PPOConfig`                 PPO's own options (epochs, GAE)
+``eval``           :class:`EvalConfig`                                evaluation on the benchmark states
+=================  =================================================  =========================================
+
+Every value is checked when the config is built (each part in its own ``__post_init__``, the combination
+here), so a bad value fails before any work starts. The command line and the YAML config files are derived
+from these dataclasses (:mod:`libero_tgrpo.options`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from libero_gym import MAX_EPISODE_STEPS, NUM_INIT_STATES, get_task
+from libero_tgrpo.envs import TRAIN_SUCCESS_KEY
+from libero_tgrpo.paper import paper_alphas
+from libero_tgrpo.parsing import parse_hidden, parse_states, parse_task
+from tgrpo.config import ConfigError, PPOConfig, RLConfig, TGRPOConfig, check_alpha
+
+__all__ = [
+    "METHODS",
+    "METHOD_LABELS",
+    "DemoConfig",
+    "SFTConfig",
+    "EvalConfig",
+    "PipelineConfig",
+    "method_alphas",
+]
+
+METHODS = ("tgrpo", "step_only", "traj_only", "ppo")
+"""RL methods: TGRPO (eq. 8 with both terms), its two ablations, and PPO with a learned value head."""
+
+METHOD_LABELS = {"sft": "SFT", "tgrpo": "TGRPO", "step_only": "step-only", "traj_only": "trajectory-only",
+                 "ppo": "PPO"}
+"""How results name each method (and the SFT baseline)."""
+
+Method = Literal["tgrpo", "step_only", "traj_only", "ppo"]
+
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+# ---------------------------------------------------------------------------------------------- stage configs
+@dataclass
+class DemoConfig:
+    """Options of the demonstrations stage (the scripted expert on training placements)."""
+
+    num_demos: int = 20
+    """Successful expert episodes to clone."""
+    demo_seed: int | None = None
+    """Seed of the demonstration set (None: the run's seed)."""
+    demo_noise: float = 0.0
+    """Standard deviation of the expert's position-action noise."""
+    demo_cache: str = "outputs/demos"
+    """Directory of cached demonstration sets (shared between runs)."""
+    demos_path: str | None = None
+    """Use this demonstrations file (.npz) instead of the cache."""
+    workers: int = 2
+    """Worker processes that generate demonstrations."""
+
+    def __post_init__(self) -> None:
+        _require(_is_int(self.num_demos) and self.num_demos >= 1,
+                 f"num_demos={self.num_demos!r} is not accepted: give an int >= 1 (--num-demos).")
+        _require(isinstance(self.demo_noise, (int, float)) and 0 <= self.demo_noise < float("inf"),
+                 f"demo_noise={self.demo_noise!r} is not accepted: it must be a finite number >= 0 (--demo-noise).")
+        _require(_is_int(self.workers) and self.workers >= 1,
+                 f"workers={self.workers!r} is not accepted: give an int >= 1 (--workers).")
+        _require(self.demo_seed is None or _is_int(self.demo_seed),
+                 f"demo_seed={self.demo_seed!r} is not accepted: give an int or None (--demo-seed).")
+
+
+@dataclass
+class EvalConfig:
+    """Options of the evaluation on LIBERO-Object's benchmark initial states."""
+
+    states: tuple[int, ...] = tuple(range(NUM_INIT_STATES))
+    """Benchmark states to evaluate on: 'all' (the 50), '0-9' or '0,3,7'."""
+    envs: int = 2
+    """Parallel envs of the evaluation."""
+    max_steps: int = MAX_EPISODE_STEPS
+    """Step cap of an evaluation episode (280)."""
+    temperature: float = 0.0
+    """0: greedy decoding (argmax token); > 0 samples."""
+
+    def __post_init__(self) -> None:
+        self.states = parse_states(self.states)
+        _require(_is_int(self.envs) and self.envs >= 1,
+                 f"eval_envs={self.envs!r} is not accepted: give an int >= 1 (--eval-envs).")
+        _require(_is_int(self.max_steps) and self.max_steps >= 1,
+                 f"eval_max_steps={self.max_steps!r} is not accepted: give an int >= 1 (--eval-max-steps).")
+        _require(isinstance(self.temperature, (int, float)) and 0 <= self.temperature < float("inf"),
+                 f"eval_temperature={self.temperature!r} is not accepted: it must be a finite number >= 0 "
+                 "(0: greedy) (--eval-temperature).")
+
+
+@dataclass
+class SFTConfig:
+    """Options of behaviour cloning."""
+
+    epochs: int = 10
+    """Passes over the demonstrations."""
+    batch_size: int = 256
+    """Samples (time steps) per optimizer step."""
+    lr: float = 1e-3
+    """AdamW learning rate."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    max_grad_norm: float | None = 1.0
+    """Clip the global gradient norm to this value; None disables clipping."""
+    seed: int = 0
+    """Seed of the minibatch order."""
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ValueError(f"SFTConfig.{name}={v!r} is not accepted: give an int >= 1.")
+        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"SFTConfig.lr={self.lr!r} is not accepted: give a finite number > 0, e.g. 1e-3.")
+        if self.weight_decay < 0:
+            raise ValueError(f"SFTConfig.weight_decay={self.weight_decay!r} is not accepted: give a number >= 0.")
+        if self.max_grad_norm is not None and not self.max_grad_norm > 0:
+            raise ValueError(f"SFTConfig.max_grad_norm={self.max_grad_norm!r} must be > 0 or None.")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-dict form for logs."""
+        return dataclasses.asdict(self)
+
+
+def _default_sft() -> SFTConfig:
+    return SFTConfig(epochs=100, lr=3e-3, batch_size=128)
+
+
+def _default_rl() -> TGRPOConfig:
+    return TGRPOConfig(lr=1e-4, log_formats=("jsonl", "csv"), success_key=TRAIN_SUCCESS_KEY)
+
+
+# ---------------------------------------------------------------------------------------------- alphas
+def method_alphas(
+    method: str,
+    task: int,
+    alpha1: float | None = None,
+    alpha2: float | None = None,
+    normalize: bool = True,
+) -> tuple[float, float]:
+    """``(alpha1, alpha2)`` of a method on a task: the paper's per-task values unless given.
+
+    With ``normalize`` (the default) the pair is divided by ``alpha1 + alpha2``: the paper's *ratio* is
+    kept and the fused advantage has the same scale on every task. The paper's raw pairs differ in scale by
+    up to 15x (Task3: 10 and 5; Task4: 0.35 and 0.65), and with one learning rate and KL weight for all tasks
+    the large pairs overpower the KL penalty: with the raw pair (10, 1), TGRPO on Task1 drifted to a
+    reference KL of about 9 and fell from 28% (SFT) to 0% (``docs/pipeline.md``). Pairs that already sum to
+    1 (Tasks 4, 5, 6, 9 and 10) are unchanged.
+
+    ``step_only`` then sets ``alpha2 = 0`` and ``traj_only`` sets ``alpha1 = 0``; the other weight keeps its
+    value, as in the paper's ablations. PPO does not use them.
+
+    Raises:
+        ValueError: for an unknown method, a negative weight, or two zero weights.
+    """
+    if method not in METHODS:
+        raise ConfigError(f"method={method!r} is not accepted: choose one of {', '.join(METHODS)}.")
+    p1, p2 = paper_alphas(task)
+    a1 = p1 if alpha1 is None else check_alpha(alpha1, "alpha1")
+    a2 = p2 if alpha2 is None else check_alpha(alpha2, "alpha2")
+    if a1 + a2 <= 0:
+        raise ConfigError(
+            f"alpha1={a1!r} and alpha2={a2!r} are not accepted: at least one must be > 0 (with both 0 the "
+            "advantage is 0 and the policy does not learn); use --method step_only or traj_only for ablations."
+        )
+    if normalize:
+        total = a1 + a2
+        a1, a2 = a1 / total, a2 / total
+    if method == "step_only":
+        a2 = 0.0
+    elif method == "traj_only":
+        a1 = 0.0
+    return a1, a2
+
+
+# ---------------------------------------------------------------------------------------------- pipeline
+@dataclass
+class PipelineConfig:
+    """Every option of the pipeline; the defaults are the main job's built-in settings (Task4, state policy).
+
+    The SFT stage is deliberately modest (few demonstrations, a small network, few epochs) so that the
+    supervised policy leaves room for reinforcement learning, as the paper's SFT baselines do.
+    """
+
+    task: int = 4
+    """LIBERO-Object task: 1-10, Task4 or LiberoObject-Task4-v0 (paper numbering; 4 is the bbq sauce)."""
+    policy: str = "state"
+    """'state' (built-in MLP), 'vision' (cameras + instruction + state) or a Hugging Face model directory /
+    Hub id."""
+    seed: int = 0
+    """Seed of everything the run does: demonstrations (unless demo_seed), initialisation, SFT, RL, evaluation."""
+    output_dir: str = "outputs/main"
+    """Where every result of the run goes."""
+    resume: bool = False
+    """Continue a killed run: skip the stages whose results are in the output directory, continue RL from its
+    checkpoint."""
+    hidden: tuple[int, ...] = (128, 128)
+    """Hidden layer widths of the state or vision policy."""
+    method: Method = "tgrpo"
+    """TGRPO, its ablations (step_only: alpha2=0, traj_only: alpha1=0) or PPO."""
+    alpha1: float | None = None
+    """Weight of the step advantage (None: the paper's value for the task, libero_tgrpo.PAPER_ALPHAS)."""
+    alpha2: float | None = None
+    """Weight of the trajectory advantage (None: the paper's value for the task)."""
+    normalize_alphas: bool = True
+    """Divide (alpha1, alpha2) by their sum, keeping their ratio (see method_alphas); off: use them as given."""
+    num_envs: int = 8
+    """Group size M: parallel envs per RL group (>= 2)."""
+    shared_placement: bool = True
+    """All envs of a group start from one training placement (off: each env gets its own)."""
+    video: bool = True
+    """Write a rollout video of the final policy."""
+    video_state: int | None = None
+    """Benchmark state of the rollout video; None: the first state the final policy solved in the evaluation
+    (the first evaluated state if it solved none)."""
+    progress: bool = True
+    """Progress bars and per-iteration log lines."""
+    demos: DemoConfig = field(default_factory=DemoConfig)
+    """Demonstrations."""
+    sft: SFTConfig = field(default_factory=_default_sft)
+    """Behaviour cloning (its seed is the run's)."""
+    rl: TGRPOConfig = field(default_factory=_default_rl)
+    """TGRPO and the options PPO shares with it (the run sets alpha1/alpha2, seed, output_dir, resume)."""
+    ppo: PPOConfig = field(default_factory=PPOConfig)
+    """PPO's own options (the shared ones are rl's)."""
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    """Evaluation on the benchmark states."""
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Free-form values recorded with the run."""
+
+    def __post_init__(self) -> None:
+        self.task = get_task(parse_task(self.task) if isinstance(self.task, str) else self.task).task_id
+        _require(self.method in METHODS,
+                 f"method={self.method!r} is not accepted: choose one of {', '.join(METHODS)}.")
+        _require(_is_int(self.num_envs) and self.num_envs >= 2,
+                 f"num_envs={self.num_envs!r} is not accepted: a TGRPO group needs at least 2 parallel envs "
+                 "to compare (give --num-envs 2 or more).")
+        _require(_is_int(self.seed), f"seed={self.seed!r} is not accepted: give an int.")
+        _require(bool(self.output_dir), "output_dir is empty: give a directory (--output-dir).")
+        self.hidden = parse_hidden(self.hidden)
+        _require(self.video_state is None or 0 <= self.video_state < NUM_INIT_STATES,
+                 f"video_state={self.video_state!r} is not accepted: benchmark states are 0-{NUM_INIT_STATES - 1}.")
+        _require(isinstance(self.demos, DemoConfig) and isinstance(self.sft, SFTConfig)
+                 and isinstance(self.rl, TGRPOConfig) and isinstance(self.ppo, PPOConfig)
+                 and isinstance(self.eval, EvalConfig),
+                 "PipelineConfig's demos, sft, rl, ppo and eval must be DemoConfig, SFTConfig, TGRPOConfig, "
+                 "PPOConfig and EvalConfig instances.")
+        # The configs the stages will run with, built now so that every combination is checked up front.
+        self.rl_config(Path(self.output_dir) / self.method)
+        self.sft_config()
+
+    @property
+    def obs_mode(self) -> str:
+        """Observation mode of the policy's env."""
+        from libero_tgrpo.policies import obs_mode_for
+
+        return obs_mode_for(self.policy)
+
+    @property
+    def alphas(self) -> tuple[float, float]:
+        """``(alpha1, alpha2)`` of the method on the task."""
+        return method_alphas(self.method, self.task, self.alpha1, self.alpha2, self.normalize_alphas)
+
+    @property
+    def demo_seed(self) -> int:
+        """Seed of the demonstration set."""
+        return self.seed if self.demos.demo_seed is None else self.demos.demo_seed
+
+    def sft_config(self) -> SFTConfig:
+        """The SFT stage's config (``sft`` with the run's seed)."""
+        return dataclasses.replace(self.sft, seed=self.seed)
+
+    def rl_config(self, out_dir: str | Path) -> RLConfig:
+        """The RL stage's config: a :class:`~tgrpo.TGRPOConfig` with the method's alphas, or for PPO a
+        :class:`~tgrpo.baselines.PPOConfig` made of ``rl``'s shared options and ``ppo``'s own."""
+        a1, a2 = self.alphas
+        extra = {"task": self.task, "method": self.method, "policy": self.policy, **self.extra}
+        tcfg = dataclasses.replace(self.rl, alpha1=a1, alpha2=a2, seed=self.seed, output_dir=str(out_dir),
+                                   resume=self.resume, progress_bar=self.progress, extra=extra)
+        if self.method != "ppo":
+            return tcfg
+        shared = {k: v for k, v in tcfg.shared().items() if k not in ("epochs", "log_formats")}
+        return dataclasses.replace(self.ppo, **shared)
+
+    def replace(self, **changes: Any) -> PipelineConfig:
+        """A copy with ``changes``; ``"section.field"`` keys (``"rl.lr"``, ``"eval.states"``) change a part."""
+        top: dict[str, Any] = {k: v for k, v in changes.items() if "." not in k}
+        parts: dict[str, dict[str, Any]] = {}
+        for key, value in changes.items():
+            if "." in key:
+                section, name = key.split(".", 1)
+                parts.setdefault(section, {})[name] = value
+        for section, values in parts.items():
+            top[section] = dataclasses.replace(top.get(section, getattr(self, section)), **values)
+        return dataclasses.replace(self, **top)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable form: every option (the parts as nested dicts) and the resolved ``alphas``."""
+        d = dataclasses.asdict(self)
+        for part in ("rl", "ppo"):
+            d[part]["log_formats"] = list(d[part]["log_formats"])
+        d["hidden"] = list(self.hidden)
+        d["eval"]["states"] = list(self.eval.states)
+        d["alphas"] = list(self.alphas)
+        return d

@@ -1,0 +1,260 @@
+"""The stages of the pipeline, each usable on its own, and the run directory that times and caches them.
+
+demonstrations (:func:`run_demos`) -> SFT (:func:`run_sft`) -> RL (:func:`run_train`) -> evaluation
+(:func:`run_eval`). :class:`RunDir` runs a stage timed and, when resuming, reads a finished stage's result back
+from disk instead of running it again.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+from libero_gym import MAX_EPISODE_STEPS, NUM_INIT_STATES
+from libero_tgrpo.config import PipelineConfig
+from libero_tgrpo.demos import DemoSet, get_demos, load_demos
+from libero_tgrpo.envs import env_id, make_eval_envs, make_train_envs
+from libero_tgrpo.evaluation import evaluate_benchmark
+from libero_tgrpo.files import write_json, write_text
+from libero_tgrpo.options import command_line, save_config
+from libero_tgrpo.policies import build_policy, save_policy
+from libero_tgrpo.progress import say as _default_say
+from libero_tgrpo.versions import machine, now, versions
+
+__all__ = ["RunDir", "SharedEvalEnvs", "observation_space", "eval_config_kwargs", "run_demos", "run_sft", "run_train",
+           "run_eval"]
+
+T = TypeVar("T")
+Say = Callable[[str], None]
+
+
+class RunDir:
+    """The output directory of a run: every stage's result lands here, timed; ``resume`` reuses finished ones.
+
+    Args:
+        root: the directory (created).
+        resume: reuse the results of stages that are already on disk.
+        say: where progress lines go.
+    """
+
+    def __init__(self, root: str | Path, resume: bool = False, say: Say = _default_say) -> None:
+        self.root = Path(root)
+        self.resume = resume
+        self.say = say
+        self.timings: dict[str, float] = {}
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._t0 = time.perf_counter()
+
+    def elapsed(self) -> float:
+        """Seconds since the run directory was opened (rounded to 10 ms)."""
+        return round(time.perf_counter() - self._t0, 2)
+
+    def write_config(self, cfg: PipelineConfig, command: str = "run") -> None:
+        """Record the run's resolved config: ``config.json`` (every value, with the resolved alphas),
+        ``config.yaml`` (read back by ``--config``) and ``command.txt`` (the command line that gives it)."""
+        write_json(self.root / "config.json", cfg.to_dict())
+        save_config(cfg, self.root / "config.yaml", command)
+        write_text(self.root / "command.txt", command_line(cfg, command) + "\n")
+
+    def stage(
+        self,
+        name: str,
+        compute: Callable[[], T],
+        *,
+        done: Sequence[str | Path] = (),
+        load: Callable[[], T] | None = None,
+        save: Callable[[T], Any] | None = None,
+    ) -> T:
+        """Run one stage, timed (``timings[name]``).
+
+        Args:
+            name: the stage's name in the timings and the log.
+            compute: runs the stage and returns its result.
+            done: files (relative to the run directory) that hold a finished result; with ``resume`` and all of
+                them on disk, ``load()`` gives the result instead of ``compute()``.
+            load: reads the finished result back.
+            save: writes the result after ``compute()``.
+        """
+        t0 = time.perf_counter()
+        paths = [self.root / p for p in done]
+        if self.resume and load is not None and paths and all(p.is_file() for p in paths):
+            self.say(f"{name}: reusing {paths[0]}")
+            value = load()
+        else:
+            value = compute()
+            if save is not None:
+                save(value)
+        self.timings[name] = round(time.perf_counter() - t0, 2)
+        self.say(f"stage {name}: {self.timings[name]:.1f}s")
+        return value
+
+    def json_stage(self, name: str, filename: str, compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        """A stage whose result is one JSON file ``filename`` in the run directory."""
+        path = self.root / filename
+        return self.stage(name, compute, done=[filename], load=lambda: json.loads(path.read_text()),
+                          save=lambda value: write_json(path, value))
+
+
+class SharedEvalEnvs:
+    """Evaluation envs made on first use and shared by the evaluations of a run; :meth:`close` frees them
+    (e.g. before training needs the cores). A context manager: closed on exit."""
+
+    def __init__(self, cfg: PipelineConfig) -> None:
+        self.cfg = cfg
+        self._envs: Any = None
+
+    def get(self) -> Any:
+        if self._envs is None:
+            c = self.cfg
+            self._envs = make_eval_envs(c.task, min(c.eval.envs, len(c.eval.states)), obs_mode=c.obs_mode,
+                                        max_episode_steps=c.eval.max_steps)
+        return self._envs
+
+    def close(self) -> None:
+        if self._envs is not None:
+            self._envs.close()
+            self._envs = None
+
+    def __enter__(self) -> SharedEvalEnvs:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def observation_space(task: int, obs_mode: str) -> Any:
+    """The observation space of one env of ``task`` in ``obs_mode`` (the env is made and closed)."""
+    import gymnasium as gym
+
+    e = gym.make(env_id(task), obs_mode=obs_mode)
+    try:
+        return e.observation_space
+    finally:
+        e.close()
+
+
+def run_demos(cfg: PipelineConfig, say: Say = _default_say) -> tuple[DemoSet, Path]:
+    """Stage 1: load the demonstrations file, or the cached set, or generate and cache it."""
+    d = cfg.demos
+    if d.demos_path:
+        demos = load_demos(d.demos_path)
+        say(f"demos: {d.demos_path} ({demos.num_episodes} episodes, {demos.num_steps} steps)")
+        if int(demos.meta.get("task", cfg.task)) != cfg.task:
+            raise ValueError(
+                f"demonstrations file {d.demos_path!r} is for Task{demos.meta.get('task')}, not Task{cfg.task}."
+            )
+        return demos, Path(d.demos_path)
+    demos, path, _ = get_demos(cfg.task, d.num_demos, seed=cfg.demo_seed, noise=d.demo_noise,
+                               obs_mode=cfg.obs_mode, cache_dir=d.demo_cache, workers=d.workers,
+                               progress=cfg.progress, log=say)
+    return demos, path
+
+
+def run_sft(
+    cfg: PipelineConfig, demos: DemoSet, out_dir: Path, say: Say = _default_say
+) -> tuple[Any, dict[str, Any], Path]:
+    """Stage 2: a fresh policy cloned from the demonstrations; writes ``policy.pt`` and ``sft_metrics.jsonl``.
+
+    The SFT weights also become the policy's KL reference for TGRPO.
+    """
+    from libero_tgrpo.sft import freeze_reference, sft, token_cross_entropy
+
+    policy, spec = build_policy(cfg.policy, observation_space(cfg.task, cfg.obs_mode), seed=cfg.seed,
+                                hidden=cfg.hidden)
+    sft_cfg = cfg.sft_config()
+    ce_before = token_cross_entropy(policy, demos)
+    history = sft(policy, demos, sft_cfg, progress=cfg.progress, log=say if cfg.progress else None)
+    freeze_reference(policy)
+    write_text(out_dir / "sft_metrics.jsonl", "".join(json.dumps(row) + "\n" for row in history))
+    path = save_policy(
+        policy,
+        spec,
+        out_dir / "policy.pt",
+        stage="sft",
+        task=cfg.task,
+        obs_mode=cfg.obs_mode,
+        seed=cfg.seed,
+        sft=sft_cfg.to_dict(),
+        demos={k: demos.meta.get(k) for k in ("task", "n", "seed", "noise", "expert_version", "format_version")},
+        token_cross_entropy_before=ce_before,
+        token_cross_entropy_after=history[-1]["loss"] if history else None,
+    )
+    say(f"sft: token cross-entropy {ce_before:.3f} -> {history[-1]['loss']:.3f} nats; policy written to {path}")
+    return policy, spec, path
+
+
+def run_train(
+    cfg: PipelineConfig, policy: Any, spec: dict[str, Any], out_dir: Path, say: Say = _default_say
+) -> Any:
+    """Stage 3: TGRPO (or an ablation, or PPO) from ``policy`` on training placements of the task.
+
+    Writes the run under ``out_dir`` (``metrics.jsonl``, ``checkpoint.pt``, ``training_curve.png``,
+    ``init_policy.pt`` = the starting policy with its spec, ``policy.pt`` = the trained one).
+
+    Returns:
+        The :class:`tgrpo.TrainResult`.
+    """
+    import tgrpo
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    init_path = out_dir / "init_policy.pt"
+    if not (cfg.resume and init_path.exists()):
+        save_policy(policy, spec, init_path, stage="init", task=cfg.task, obs_mode=cfg.obs_mode)
+    rl_cfg = cfg.rl_config(out_dir)
+    a1, a2 = cfg.alphas
+    envs = make_train_envs(cfg.task, cfg.num_envs, obs_mode=cfg.obs_mode, shared_placement=cfg.shared_placement)
+    try:
+        if cfg.method == "ppo":
+            from tgrpo.baselines import train_ppo
+
+            say(f"ppo: Task{cfg.task}, M={cfg.num_envs}, {rl_cfg.iterations} iterations of <= {rl_cfg.max_steps} "
+                "steps")
+            result = train_ppo(envs, policy, config=rl_cfg)
+        else:
+            say(f"{cfg.method}: Task{cfg.task}, alpha1={a1:g}, alpha2={a2:g}, M={cfg.num_envs}, "
+                f"{rl_cfg.iterations} iterations of <= {rl_cfg.max_steps} steps")
+            result = tgrpo.train(envs, policy, rl_cfg)
+    finally:
+        envs.close()
+    save_policy(result.policy, spec, out_dir / "policy.pt", stage=cfg.method, task=cfg.task, obs_mode=cfg.obs_mode,
+                seed=cfg.seed, alphas=[a1, a2], iterations=rl_cfg.iterations)
+    return result
+
+
+def run_eval(
+    policy: Any,
+    task: int,
+    *,
+    obs_mode: str = "state",
+    states: Sequence[int] = tuple(range(NUM_INIT_STATES)),
+    num_envs: int = 2,
+    max_steps: int = MAX_EPISODE_STEPS,
+    temperature: float = 0.0,
+    seed: int = 0,
+    progress: bool = True,
+    say: Say = _default_say,
+    envs: Any = None,
+) -> dict[str, Any]:
+    """Evaluate a policy on benchmark states (one episode each); the result carries versions and seeds."""
+    own = envs is None
+    if own:
+        envs = make_eval_envs(task, min(num_envs, len(states)), obs_mode=obs_mode, max_episode_steps=max_steps)
+    try:
+        res = evaluate_benchmark(envs, policy, list(states), max_steps=max_steps, temperature=temperature,
+                                 seed=seed, progress=progress, log=say)
+    finally:
+        if own:
+            envs.close()
+    res.update(task=int(task), obs_mode=obs_mode, num_envs=int(envs.num_envs), versions=versions(),
+               machine=machine(), date=now())
+    return res
+
+
+def eval_config_kwargs(cfg: PipelineConfig) -> dict[str, Any]:
+    """:func:`run_eval`'s keyword arguments from a pipeline config."""
+    e = cfg.eval
+    return dict(obs_mode=cfg.obs_mode, states=e.states, num_envs=e.envs, max_steps=e.max_steps,
+                temperature=e.temperature, seed=cfg.seed, progress=cfg.progress)
