@@ -53,8 +53,8 @@ DEFAULT_OUT = "outputs/paper_table"
 RAW_ALPHA_DIR = "raw_alpha_cells"
 """Cells run with the paper's raw (not normalised) alpha pairs, under ``--out-dir``; reported apart."""
 RESULTS = Path(__file__).resolve().parent / "results"
-PUBLISHED_FIELDS = ("task", "method", "seed", "success_rate", "summary", "alphas", "timings_s", "versions",
-                    "machine", "date", "sft_policy")
+PUBLISHED_FIELDS = ("task", "method", "seed", "success_rate", "placed_rate", "summary", "alphas", "timings_s",
+                    "versions", "machine", "date", "sft_policy")
 """The fields of a cell that ``paper_table.json`` keeps (and ``restore`` brings back)."""
 SWEEP_SETTINGS = ("iterations", "lr", "kl_beta")
 """The RL settings ``run`` can change (``--iterations``, ``--lr``, ``--kl-beta``)."""
@@ -175,8 +175,10 @@ def run_cell(out_dir: Path, cell: Cell, overrides: dict[str, Any]) -> dict[str, 
         "method": method,
         "seed": seed,
         "success_rate": res["summary"]["success_rate"],
+        "placed_rate": res["summary"].get("placed_rate"),
         "summary": res["summary"],
         "successes_per_state": [int(e["success"]) for e in res["episodes"]],
+        "placed_per_state": [int(e["placed"]) for e in res["episodes"]],
         "lengths_per_state": [int(e["length"]) for e in res["episodes"]],
         "alphas": list(cfg.alphas) if method in ("tgrpo", "step_only", "traj_only") else None,
         "config": cfg.to_dict(),
@@ -271,7 +273,9 @@ def cmd_run(args: argparse.Namespace) -> int:
                                                    "error": f"{type(e).__name__}: {e}"})
             continue
         write_json(cell.path(out_dir), payload)
-        print(f"cell {cell.label}: success {100 * payload['success_rate']:.0f}% "
+        placed = payload.get("placed_rate")
+        print(f"cell {cell.label}: LIBERO success {100 * payload['success_rate']:.0f}%, placed "
+              f"{'-' if placed is None else f'{100 * placed:.0f}%'} "
               f"({payload['timings_s']['total']:.0f}s)", flush=True)
     if not args.no_summary:
         summarize(out_dir, Path(args.results_dir))
