@@ -255,31 +255,46 @@ def cmd_run(args: argparse.Namespace) -> int:
                          "table's settings; give these runs their own --out-dir (and --results-dir)")
     todo = [c for c in cells if not c.path(out_dir).is_file()]
     print(f"{len(cells)} cells planned, {len(cells) - len(todo)} done, {len(todo)} to run", flush=True)
-    start = time.perf_counter()
-    ran = 0
-    for cell in todo:
-        if args.max_cells is not None and ran >= args.max_cells:
-            break
-        if args.time_budget_min is not None and time.perf_counter() - start > 60 * args.time_budget_min:
-            print("time budget reached; run the same command again to continue", flush=True)
-            break
-        print(f"--- cell {cell.label}", flush=True)
-        ran += 1
-        try:
-            payload = run_cell(out_dir, cell, overrides)
-        except Exception as e:  # noqa: BLE001 - a failed cell is recorded and the plan goes on
-            traceback.print_exc()
-            write_json(cell.failed_path(out_dir), {"task": cell.task, "method": cell.method, "seed": cell.seed,
-                                                   "error": f"{type(e).__name__}: {e}"})
-            continue
-        write_json(cell.path(out_dir), payload)
-        placed = payload.get("placed_rate")
-        print(f"cell {cell.label}: LIBERO success {100 * payload['success_rate']:.0f}%, placed "
-              f"{'-' if placed is None else f'{100 * placed:.0f}%'} "
-              f"({payload['timings_s']['total']:.0f}s)", flush=True)
+    if args.ray_address is not None:
+        from benchmarks.ray_cells import run_cells_on_ray
+
+        run_cells_on_ray(out_dir, cells, overrides, address=args.ray_address,
+                         record=lambda c, p, e: _record(out_dir, c, p, e), cpus_per_cell=args.cpus_per_cell,
+                         max_cells=args.max_cells, time_budget_min=args.time_budget_min)
+    else:
+        start = time.perf_counter()
+        ran = 0
+        for cell in todo:
+            if args.max_cells is not None and ran >= args.max_cells:
+                break
+            if args.time_budget_min is not None and time.perf_counter() - start > 60 * args.time_budget_min:
+                print("time budget reached; run the same command again to continue", flush=True)
+                break
+            print(f"--- cell {cell.label}", flush=True)
+            ran += 1
+            try:
+                payload = run_cell(out_dir, cell, overrides)
+            except Exception as e:  # noqa: BLE001 - a failed cell is recorded and the plan goes on
+                traceback.print_exc()
+                _record(out_dir, cell, None, f"{type(e).__name__}: {e}")
+                continue
+            _record(out_dir, cell, payload, None)
     if not args.no_summary:
         summarize(out_dir, Path(args.results_dir))
     return 0
+
+
+def _record(out_dir: Path, cell: Cell, payload: dict[str, Any] | None, error: str | None) -> None:
+    """Write a finished cell's JSON (``payload``), or a failed one's error under ``failed/``."""
+    if payload is None:
+        write_json(cell.failed_path(out_dir), {"task": cell.task, "method": cell.method, "seed": cell.seed,
+                                               "error": error})
+        return
+    write_json(cell.path(out_dir), payload)
+    placed = payload.get("placed_rate")
+    print(f"cell {cell.label}: LIBERO success {100 * payload['success_rate']:.0f}%, placed "
+          f"{'-' if placed is None else f'{100 * placed:.0f}%'} "
+          f"({payload['timings_s']['total']:.0f}s)", flush=True)
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -664,6 +679,11 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--results-dir", default=str(RESULTS), help="where the summary goes (default: %(default)s)")
             p.add_argument("--no-summary", action="store_true", help="do not rebuild the summary at the end")
             p.add_argument("--quiet", action="store_true", help="no progress bars")
+            p.add_argument("--ray-address", default=None,
+                           help="run the cells as Ray tasks on this cluster ('auto', 'ray://head:10001', or "
+                                "'local' for a new local one); default: one after another in this process")
+            p.add_argument("--cpus-per-cell", type=float, default=2.0,
+                           help="Ray CPUs each cell reserves (default: %(default)s)")
     p = sub.add_parser("summary", help="build the tables and the chart from the finished cells")
     p.add_argument("--out-dir", default=DEFAULT_OUT, help="cells (default: %(default)s)")
     p.add_argument("--results-dir", default=str(RESULTS), help="where to write (default: %(default)s)")
