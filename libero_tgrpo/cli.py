@@ -123,9 +123,10 @@ COMMANDS: dict[str, Command] = {
     "sft": Command(SftCommand, _COMMON | {"policy", "hidden", "demos", "sft"}, "outputs/sft",
                    "behaviour cloning of a token-action policy on demonstrations"),
     "train": Command(TrainCommand, _COMMON | {"policy", "hidden", "resume", "method", "alpha1", "alpha2",
-                                              "normalize_alphas", "num_envs", "shared_placement", "rl", "ppo"},
+                                              "normalize_alphas", "num_envs", "shared_placement", "rl", "ppo",
+                                              "vectorization", "ray_address"},
                      "outputs/train", "TGRPO (or step-only, trajectory-only, PPO) from a policy file"),
-    "eval": Command(EvalCommand, _COMMON | {"eval"}, "outputs/eval", "success rate on the benchmark states"),
+    "eval": Command(EvalCommand, _COMMON | {"eval", "vectorization", "ray_address"}, "outputs/eval", "success rate on the benchmark states"),
 }
 """The subcommands of ``libero-tgrpo``."""
 

@@ -21,6 +21,7 @@ from these dataclasses (:mod:`libero_tgrpo.options`).
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +51,7 @@ METHOD_LABELS = {"sft": "SFT", "tgrpo": "TGRPO", "step_only": "step-only", "traj
 """How results name each method (and the SFT baseline)."""
 
 Method = Literal["tgrpo", "step_only", "traj_only", "ppo"]
+Vectorization = Literal["async", "ray"]
 
 
 def _require(ok: bool, message: str) -> None:
@@ -234,6 +236,11 @@ class PipelineConfig:
     """Group size M: parallel envs per RL group (>= 2)."""
     shared_placement: bool = True
     """All envs of a group start from one training placement (off: each env gets its own)."""
+    vectorization: Vectorization = "async"
+    """How the training and evaluation envs run: 'async' (one process per env on this machine) or 'ray' (one
+    Ray actor per env, anywhere on a Ray cluster; the 'ray' extra). Results are the same."""
+    ray_address: str | None = None
+    """With vectorization 'ray': the cluster to join ('auto', 'ray://head:10001'); None starts a local Ray."""
     video: bool = True
     """Write a rollout video of the final policy."""
     video_state: int | None = None
@@ -262,6 +269,13 @@ class PipelineConfig:
                  f"num_envs={self.num_envs!r} is not accepted: a TGRPO group needs at least 2 parallel envs "
                  "to compare (give --num-envs 2 or more).")
         _require(_is_int(self.seed), f"seed={self.seed!r} is not accepted: give an int.")
+        _require(self.vectorization in ("async", "ray"),
+                 f"vectorization={self.vectorization!r} is not accepted: choose 'async' or 'ray'.")
+        _require(self.ray_address is None or self.vectorization == "ray",
+                 f"ray_address={self.ray_address!r} needs vectorization='ray' (give --vectorization ray).")
+        if self.vectorization == "ray":
+            _require(importlib.util.find_spec("ray") is not None,
+                     "vectorization='ray' needs Ray, which is not installed: pip install 'libero-tgrpo[ray]'.")
         _require(bool(self.output_dir), "output_dir is empty: give a directory (--output-dir).")
         self.hidden = parse_hidden(self.hidden)
         _require(self.video_state is None or 0 <= self.video_state < NUM_INIT_STATES,
@@ -274,6 +288,13 @@ class PipelineConfig:
         # The configs the stages will run with, built now so that every combination is checked up front.
         self.rl_config(Path(self.output_dir) / self.method)
         self.sft_config()
+
+    @property
+    def env_backend(self) -> dict[str, Any]:
+        """Keyword arguments of the vector envs that choose where their sub-envs run."""
+        if self.vectorization == "ray":
+            return {"vectorization": "ray", "ray_address": self.ray_address}
+        return {"vectorization": self.vectorization}
 
     @property
     def obs_mode(self) -> str:

@@ -93,6 +93,7 @@ OPTIONS: dict[type, dict[str, Flag | None]] = {
         "normalize_alphas": Flag("raw-alphas", invert=True, help="use alpha1 and alpha2 as given; by default the "
                                  "pair is divided by its sum, keeping its ratio"),
         "num_envs": Flag("num-envs"),
+        "vectorization": Flag("vectorization"), "ray_address": Flag("ray-address"),
         "shared_placement": Flag("independent-placements", invert=True, help="each env of a group gets its own "
                                  "training placement (default: one shared placement)"),
         "video": Flag("video"), "video_state": Flag("video-state"), "progress": Flag("quiet", invert=True, help="no progress bars or per-iteration lines"),

@@ -110,7 +110,7 @@ class SharedEvalEnvs:
         if self._envs is None:
             c = self.cfg
             self._envs = make_eval_envs(c.task, min(c.eval.envs, len(c.eval.states)), obs_mode=c.obs_mode,
-                                        max_episode_steps=c.eval.max_steps)
+                                        max_episode_steps=c.eval.max_steps, **c.env_backend)
         return self._envs
 
     def close(self) -> None:
@@ -205,7 +205,8 @@ def run_train(
         save_policy(policy, spec, init_path, stage="init", task=cfg.task, obs_mode=cfg.obs_mode)
     rl_cfg = cfg.rl_config(out_dir)
     a1, a2 = cfg.alphas
-    envs = make_train_envs(cfg.task, cfg.num_envs, obs_mode=cfg.obs_mode, shared_placement=cfg.shared_placement)
+    envs = make_train_envs(cfg.task, cfg.num_envs, obs_mode=cfg.obs_mode, shared_placement=cfg.shared_placement,
+                           **cfg.env_backend)
     try:
         if cfg.method == "ppo":
             from tgrpo.baselines import train_ppo
@@ -237,18 +238,24 @@ def run_eval(
     progress: bool = True,
     say: Say = _default_say,
     envs: Any = None,
+    env_backend: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Evaluate a policy on benchmark states (one episode each); the result carries versions and seeds."""
+    """Evaluate a policy on benchmark states (one episode each); the result carries versions and seeds.
+
+    ``env_backend`` (:attr:`PipelineConfig.env_backend`) chooses where the envs it makes run (e.g. Ray actors
+    across a cluster); ``envs`` gives it envs made elsewhere."""
     own = envs is None
     if own:
-        envs = make_eval_envs(task, min(num_envs, len(states)), obs_mode=obs_mode, max_episode_steps=max_steps)
+        envs = make_eval_envs(task, min(num_envs, len(states)), obs_mode=obs_mode, max_episode_steps=max_steps,
+                              **(env_backend or {}))
     try:
         res = evaluate_benchmark(envs, policy, list(states), max_steps=max_steps, temperature=temperature,
                                  seed=seed, progress=progress, log=say)
     finally:
         if own:
             envs.close()
-    res.update(task=int(task), obs_mode=obs_mode, num_envs=int(envs.num_envs), versions=versions(),
+    res.update(task=int(task), obs_mode=obs_mode, num_envs=int(envs.num_envs),
+               vector_env=type(getattr(envs, "unwrapped", envs)).__name__, versions=versions(),
                machine=machine(), date=now())
     return res
 
@@ -257,4 +264,4 @@ def eval_config_kwargs(cfg: PipelineConfig) -> dict[str, Any]:
     """:func:`run_eval`'s keyword arguments from a pipeline config."""
     e = cfg.eval
     return dict(obs_mode=cfg.obs_mode, states=e.states, num_envs=e.envs, max_steps=e.max_steps,
-                temperature=e.temperature, seed=cfg.seed, progress=cfg.progress)
+                temperature=e.temperature, seed=cfg.seed, progress=cfg.progress, env_backend=cfg.env_backend)

@@ -81,6 +81,8 @@ def test_parse_states():
         (["run", "--method", "ppo", "--ppo-gamma", "2"], "PPOConfig.gamma=2.0 is not accepted"),
         (["run", "--raw-alphas", "--alpha1", "0", "--alpha2", "0"], "at least one must be > 0"),
         (["train", "--rollout-mode", "async"], "--rollout-mode"),
+        (["train", "--ray-address", "auto"], "ray_address='auto' needs vectorization='ray'"),
+        (["eval", "x.pt", "--vectorization", "spark"], "--vectorization"),
     ],
 )
 def test_bad_input_is_rejected_with_a_clear_message(argv, needle, capsys):
@@ -134,6 +136,7 @@ def test_missing_policy_file_is_a_clear_error(tmp_path, capsys):
     ["--policy", "vision", "--sft-epochs", "30", "--iterations", "10", "--output-dir", "outputs/v"],
     ["--task", "1", "--seed", "2", "--raw-alphas", "--alpha1", "3", "--states", "0,3,7", "--hidden", "64,32",
      "--independent-placements", "--no-video", "--method", "traj_only", "--lr", "3e-05"],
+    ["--vectorization", "ray", "--ray-address", "auto"],
 ])
 def test_command_line_reproduces_the_config(argv):
     cfg = parse(["run", *argv])[1].options
