@@ -50,6 +50,9 @@ REF_CHUNK = 1024
 RESUMABLE_CHANGES = {
     "iterations", "resume", "progress_bar", "plot", "log_interval", "eval_interval", "extra", "max_nonfinite_skips"
 }
+#: Directory beside ``checkpoint.pt`` where a policy with a ``save_pretrained`` method (``HFVLAPolicy``: its
+#: LoRA adapter in peft's format) writes its own files at every checkpoint.
+ADAPTER_DIR_NAME = "adapter"
 
 
 @dataclass
@@ -351,6 +354,8 @@ def train(
                         "torch_version": torch.__version__,
                     },
                 )
+                if callable(getattr(policy, "save_pretrained", None)):  # e.g. a peft adapter, in its own format
+                    policy.save_pretrained(out_dir / ADAPTER_DIR_NAME)
             bar.update(1)
             bar.set_postfix(
                 success=f"{row['charts/success_rate']:.2f}", ret=f"{row['charts/mean_return']:.2f}"

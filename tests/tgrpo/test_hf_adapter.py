@@ -158,10 +158,10 @@ def test_saved_adapter_loads_back(tmp_path, model_dir, policy):
 
 
 def test_bad_paths_and_options_raise(tmp_path, model_dir):
-    with pytest.raises(ValueError, match="does not exist"):
+    with pytest.raises(ValueError, match="no such local directory"):
         HFVLAPolicy.from_pretrained(tmp_path / "nowhere")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ValueError, match="without config.json"):
+    with pytest.raises(ValueError, match="has no config.json"):
         HFVLAPolicy.from_pretrained(tmp_path / "empty")
     with pytest.raises(ValueError, match="dtype='fp8'"):
         HFVLAPolicy.from_pretrained(model_dir, dtype="fp8")

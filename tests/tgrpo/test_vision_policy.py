@@ -13,7 +13,7 @@ from tgrpo_vision_fakes import INSTRUCTIONS, make_camera_vec_env, random_obs
 
 import tgrpo
 from tgrpo.policies import VisionLanguageTokenPolicy, hash_instruction
-from tgrpo.policies._common import token_stats
+from tgrpo.policies.common import token_stats
 from tgrpo.tokenizer import ActionTokenizer
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -14,8 +14,19 @@ tokenizer's vocabulary as the action bins (:meth:`tgrpo.tokenizer.ActionTokenize
 * **Log-probs** (:meth:`HFVLAPolicy.log_probs`): one teacher-forced forward of prompt + the 7 tokens, in
   micro-batches of ``micro_batch_size`` rows; the logits at the 7 positions that predict the action tokens
   are restricted to the action ids, exactly as at sampling.
-* **Reference** (:meth:`HFVLAPolicy.ref_log_probs`): the same model with the LoRA adapter disabled
-  (``peft``'s ``disable_adapter()``), so no second copy of the weights is held.
+* **Reference** (:meth:`HFVLAPolicy.ref_log_probs`): the policy the KL term pulls towards. With a fresh
+  adapter (B = 0) it is the base model (``peft``'s ``disable_adapter()``; no copy of anything), which is right
+  when the base checkpoint is itself the SFT policy (``openvla/openvla-7b-finetuned-libero-object``). After
+  SFT of the adapter (:meth:`HFVLAPolicy.reset_reference`), or when a trained adapter is loaded, it is a frozen
+  copy of that adapter, kept as a second peft adapter named :data:`REFERENCE_ADAPTER` (a few hundred MB for
+  a 7B model at r=32, never a second copy of the base weights). :attr:`HFVLAPolicy.reference` says which.
+* **Old log-probs** (``recompute_old_log_probs``): by default :meth:`HFVLAPolicy.sample` returns the
+  log-probs of its own decoding pass (KV cache, eval mode), which differ from the update's teacher-forced
+  forward by rounding (up to 0.10 nats in bf16 on an H200); with ``recompute_old_log_probs=True`` they are
+  recomputed with the update's forward (one more forward per sampled batch), so that the importance ratio is
+  exactly 1 at the first update of an iteration.
+* **Files**: :meth:`HFVLAPolicy.save_pretrained` writes the adapter(s) in peft's format (safetensors);
+  ``state_dict`` holds the adapter weights only. No copy of the base model is ever written.
 
 Batches are right-padded (prompt tokens first, padding last), which is what OpenVLA was trained with and
 needs no position-id handling: real tokens never attend to the padding. Models that insert image features
@@ -30,7 +41,6 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable, Mapping, Sequence
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,7 +49,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from tgrpo.policies._common import check_instructions, check_tokens, sample_from_logits, token_stats
+from tgrpo.policies.common import check_instructions, check_tokens, sample_from_logits, token_stats
 from tgrpo.policy import Observation
 from tgrpo.tokenizer import ACTION_DIM, N_BINS, ActionTokenizer, resolve_tokenizer
 
@@ -51,6 +61,14 @@ HF_RECOMMENDED_LR = 1e-5
 OPENVLA_EMPTY_TOKEN_ID = 29871
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+#: Name of the peft adapter that holds the frozen reference policy (see :meth:`HFVLAPolicy.reset_reference`).
+REFERENCE_ADAPTER = "reference"
+#: Prefix of the reference adapter's entries in :meth:`HFVLAPolicy.state_dict`.
+REFERENCE_PREFIX = "reference/"
+
+
+class HFLoadError(ValueError):
+    """A model that could not be loaded: the message names the path and what was tried, on one line."""
 
 
 def openvla_prompt(instruction: str, template: str = OPENVLA_PROMPT) -> str:
@@ -173,22 +191,55 @@ def _resolve_dtype(dtype: str | torch.dtype) -> str | torch.dtype:
 
 
 def _check_path(path: str | os.PathLike) -> str:
-    """A local directory with a config.json, or a Hub id ("org/name") left to transformers."""
-    p = Path(path)
+    """A local directory with a config.json, or a Hub id ("org/name") left to transformers.
+
+    Raises:
+        HFLoadError: for a directory without config.json, or a value that is neither a directory nor a Hub id.
+    """
+    p = Path(path).expanduser()
     if p.is_dir():
         if not (p / "config.json").exists():
-            raise ValueError(
-                f"model path {str(path)!r} is a directory without config.json; point it at a directory written "
-                "by save_pretrained (config.json, weights, processor files)."
+            raise HFLoadError(
+                f"cannot load a model from {str(path)!r}: the local directory has no config.json; point it at a "
+                "directory written by save_pretrained (config.json, weights, processor files)."
             )
         return str(p)
     s = str(path)
     if _HUB_ID.match(s) and not s.startswith((".", "/", "~")):
         return s
-    raise ValueError(
-        f"model path {s!r} does not exist; pass a local directory written by save_pretrained or a Hugging "
-        "Face Hub id such as 'openvla/openvla-7b'."
+    raise HFLoadError(
+        f"cannot load a model from {s!r}: no such local directory, and it is not a Hugging Face Hub id "
+        "('org/name'); pass a directory written by save_pretrained or a Hub id such as 'openvla/openvla-7b'."
     )
+
+
+def _offline() -> bool:
+    """Whether the Hugging Face Hub is switched off (``HF_HUB_OFFLINE`` / ``TRANSFORMERS_OFFLINE``)."""
+    on = ("1", "true", "yes", "on")
+    return any(os.environ.get(v, "").strip().lower() in on for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
+def _load_failure(src: str, what: str, error: BaseException) -> str:
+    """One line that names the path, what was tried and why it failed."""
+    if Path(src).is_dir():
+        tried = f"the local directory {src!r}"
+    else:
+        tried = (
+            f"no local directory {src!r}, then the Hugging Face Hub id {src!r}"
+            + (" from the local cache only (HF_HUB_OFFLINE is set)" if _offline() else "")
+        )
+    reason = " ".join(str(error).split())
+    if len(reason) > 300:
+        reason = reason[:297] + "..."
+    hint = ""
+    if "trust_remote_code" in reason:
+        hint = " The model ships its own code: pass trust_remote_code=True (--trust-remote-code) if you trust it."
+    elif not Path(src).is_dir():
+        hint = (
+            " Download it where the Hub is reachable (huggingface-cli download ...) and pass the local "
+            "directory, or unset HF_HUB_OFFLINE."
+        )
+    return f"cannot load {what} from {src!r}: tried {tried}; {type(error).__name__}: {reason}.{hint}"
 
 
 def _auto_model_class(config: Any) -> Any:
@@ -243,6 +294,11 @@ class HFVLAPolicy(nn.Module):
             (upright) camera views; OpenVLA's LIBERO data and evaluation rotate robosuite's raw images by 180
             degrees, which is the upright view mirrored left-right. None: the model's preset (on for
             OpenVLA, off otherwise).
+        recompute_old_log_probs: :meth:`sample` returns log-probs recomputed with the update's forward (the
+            teacher-forced pass of :meth:`log_probs`, same micro-batches, same train/eval mode) instead of
+            those of its decoding pass, so that the importance ratio is exactly 1 at the first update on the
+            sampled batch (per-step schedule). Costs one more forward per sampled batch. Off by default: the
+            decoding pass's log-probs differ from the update's by rounding only (up to 0.10 nats in bf16).
 
     Raises:
         ValueError: if the tokenizer's ``n_bins`` differs from ``n_bins`` or the vocabulary is too small.
@@ -267,6 +323,7 @@ class HFVLAPolicy(nn.Module):
         recommended_lr: float = HF_RECOMMENDED_LR,
         action_transform: Callable[[np.ndarray], np.ndarray] | None = None,
         mirror_images: bool | None = None,
+        recompute_old_log_probs: bool = False,
     ) -> None:
         super().__init__()
         from peft import PeftModel, get_peft_model
@@ -301,12 +358,25 @@ class HFVLAPolicy(nn.Module):
         self.use_cache = preset.use_cache if use_cache is None else bool(use_cache)
         self.mirror_images = preset.mirror_images if mirror_images is None else bool(mirror_images)
         self.gradient_checkpointing = bool(gradient_checkpointing)
+        self.recompute_old_log_probs = bool(recompute_old_log_probs)
 
         if isinstance(model, PeftModel):
             self.model = model
+            adapters = set(model.peft_config)
+            if adapters - {"default", REFERENCE_ADAPTER} or "default" not in adapters:
+                raise ValueError(
+                    f"the PeftModel holds the adapters {sorted(adapters)}; HFVLAPolicy trains the one named "
+                    f"'default' and keeps its frozen reference as {REFERENCE_ADAPTER!r}, nothing else."
+                )
         else:
             model.requires_grad_(False)
             self.model = get_peft_model(model, (lora or LoRASettings()).to_peft())
+        if REFERENCE_ADAPTER in self.model.peft_config:
+            self._freeze_reference_adapter()
+        elif isinstance(model, PeftModel):
+            # A trained adapter was handed over (an SFT LoRA): the policy it defines is the reference, not the
+            # base model under it.
+            self.reset_reference()
         if self.gradient_checkpointing:
             base, kwargs = self.model.get_base_model(), {"use_reentrant": False}
             if hasattr(base, "activation_checkpointing_enable"):  # transformers >= 5
@@ -340,7 +410,9 @@ class HFVLAPolicy(nn.Module):
             device: where to put the model (``"cuda"``, ``"cpu"``, ...); None leaves it where it loads (CPU).
             attn_implementation: e.g. ``"sdpa"`` or ``"flash_attention_2"``; None: transformers' default.
             adapter_path: a saved peft adapter to continue training (e.g. an SFT LoRA); None adds a fresh
-                adapter from ``lora``.
+                adapter from ``lora``. When it holds a ``reference/`` adapter (written by :meth:`save_pretrained`
+                after :meth:`reset_reference`), that is the KL reference; otherwise the loaded adapter itself is
+                (the SFT adapter a run starts from).
             processor_path: where the processor lives when it is not beside the model.
             model_kwargs: other keyword arguments of the model's ``from_pretrained``.
             unnorm_key: for OpenVLA checkpoints, the dataset whose action statistics
@@ -348,9 +420,12 @@ class HFVLAPolicy(nn.Module):
                 ``action_transform=openvla_action_transform(...)``.
             **kwargs: constructor arguments (``lora``, ``micro_batch_size``, ``gradient_checkpointing``, ...).
 
+
         Raises:
-            ValueError: on a path that does not exist, a local directory without ``config.json``, an unknown
-                dtype, or an ``unnorm_key`` the model has no statistics for.
+            HFLoadError: (a ``ValueError``) when the model, its processor or the adapter cannot be loaded (a
+                missing directory, missing files, an unreachable Hub id, code that needs ``trust_remote_code``);
+                one line naming the path and what was tried.
+            ValueError: on an unknown dtype or an ``unnorm_key`` the model has no statistics for.
         """
         import transformers
         from transformers import AutoConfig, AutoProcessor
@@ -358,7 +433,10 @@ class HFVLAPolicy(nn.Module):
         src = _check_path(path)
         proc_src = _check_path(processor_path) if processor_path is not None else src
         torch_dtype = _resolve_dtype(dtype)
-        config = AutoConfig.from_pretrained(src, trust_remote_code=trust_remote_code)
+        try:
+            config = AutoConfig.from_pretrained(src, trust_remote_code=trust_remote_code)
+        except (OSError, ValueError) as e:
+            raise HFLoadError(_load_failure(src, "the model config", e)) from None
         auto_cls = _auto_model_class(config)
         major = int(transformers.__version__.split(".")[0])
         kw: dict[str, Any] = {
@@ -368,8 +446,14 @@ class HFVLAPolicy(nn.Module):
         if attn_implementation is not None:
             kw["attn_implementation"] = attn_implementation
         kw.update(model_kwargs or {})
-        model = auto_cls.from_pretrained(src, **kw)
-        processor = AutoProcessor.from_pretrained(proc_src, trust_remote_code=trust_remote_code)
+        try:
+            model = auto_cls.from_pretrained(src, **kw)
+        except (OSError, ValueError) as e:
+            raise HFLoadError(_load_failure(src, "the model weights", e)) from None
+        try:
+            processor = AutoProcessor.from_pretrained(proc_src, trust_remote_code=trust_remote_code)
+        except (OSError, ValueError) as e:
+            raise HFLoadError(_load_failure(proc_src, "the processor", e)) from None
         if device is not None:
             model.to(device)
         if unnorm_key is not None:
@@ -382,7 +466,15 @@ class HFVLAPolicy(nn.Module):
         if adapter_path is not None:
             from peft import PeftModel
 
-            model = PeftModel.from_pretrained(model, str(adapter_path), is_trainable=True)
+            adapter = Path(adapter_path)
+            if not (adapter / "adapter_config.json").is_file():
+                raise HFLoadError(
+                    f"cannot load the adapter from {str(adapter)!r}: no adapter_config.json there; pass a "
+                    "directory written by HFVLAPolicy.save_pretrained (or peft's save_pretrained)."
+                )
+            model = PeftModel.from_pretrained(model, str(adapter), is_trainable=True)
+            if (adapter / REFERENCE_ADAPTER / "adapter_config.json").is_file():
+                model.load_adapter(str(adapter / REFERENCE_ADAPTER), adapter_name=REFERENCE_ADAPTER)
         return cls(model, processor, **kwargs)
 
     # ---------------------------------------------------------------- helpers
@@ -513,6 +605,10 @@ class HFVLAPolicy(nn.Module):
                     rows = group[s : s + self.micro_batch_size]
                     tk, lp = self._sample_rows(prompts, extras, rows, temperature)
                     tokens[rows], logp[rows] = tk.cpu(), lp.cpu().float()
+            if self.recompute_old_log_probs and temperature > 0:
+                # the update's forward: same micro-batches, same train/eval mode as log_probs under grad
+                logp = self._log_probs(prompts, extras, tokens, temperature, train=self.gradient_checkpointing)[0]
+                logp = logp.cpu().float()
         return tokens, logp
 
     def _sample_rows(
@@ -573,26 +669,87 @@ class HFVLAPolicy(nn.Module):
         """
         prompts, extras = self._encode(obs, instructions)
         tokens = check_tokens(tokens, len(prompts), self.action_dim, self.n_bins)
-        self.model.train(self.gradient_checkpointing and torch.is_grad_enabled())
+        return self._log_probs(
+            prompts, extras, tokens, temperature, train=self.gradient_checkpointing and torch.is_grad_enabled()
+        )
+
+    def _log_probs(
+        self,
+        prompts: list[list[int]],
+        extras: dict[str, torch.Tensor],
+        tokens: torch.Tensor,
+        temperature: float,
+        train: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Teacher-forced log-probs and entropies of encoded prompts, in micro-batches."""
+        self.model.train(train)
         lps, ents = [], []
-        for rows in self._chunks(len(prompts)):
-            lp, ent = token_stats(
-                self._teacher_forced_logits(prompts, extras, tokens, rows),
-                tokens[rows].to(self.device),
-                temperature,
-            )
-            lps.append(lp)
-            ents.append(ent)
-        self.model.eval()
+        try:
+            for rows in self._chunks(len(prompts)):
+                lp, ent = token_stats(
+                    self._teacher_forced_logits(prompts, extras, tokens, rows),
+                    tokens[rows].to(self.device),
+                    temperature,
+                )
+                lps.append(lp)
+                ents.append(ent)
+        finally:
+            self.model.eval()
         return torch.cat(lps), torch.cat(ents)
+
+    # ---------------------------------------------------------------- reference
+    @property
+    def reference(self) -> str:
+        """What :meth:`ref_log_probs` evaluates: ``"adapter"`` (the frozen copy made by :meth:`reset_reference`
+        or loaded with the adapter) or ``"base"`` (the model with the adapter disabled)."""
+        return "adapter" if REFERENCE_ADAPTER in self.model.peft_config else "base"
+
+    def _adapter_params(self, name: str) -> dict[str, nn.Parameter]:
+        tag = f".{name}."
+        return {n: p for n, p in self.model.named_parameters() if tag in n and "lora_" in n}
+
+    def _freeze_reference_adapter(self) -> None:
+        for p in self._adapter_params(REFERENCE_ADAPTER).values():
+            p.requires_grad_(False)
+
+    def reset_reference(self) -> None:
+        """Make the current policy (base + adapter) the KL reference: copy the trained adapter into a frozen
+        adapter named :data:`REFERENCE_ADAPTER` (added on the first call). Called after SFT
+        (``libero_tgrpo.sft.freeze_reference``); :meth:`ref_log_probs` then equals the SFT policy's
+        log-probs and stays fixed while RL trains the other adapter."""
+        from peft import get_peft_model_state_dict, set_peft_model_state_dict
+
+        if REFERENCE_ADAPTER not in self.model.peft_config:
+            self.model.add_adapter(REFERENCE_ADAPTER, self.model.peft_config["default"])
+        live = get_peft_model_state_dict(self.model, adapter_name="default")
+        set_peft_model_state_dict(self.model, live, adapter_name=REFERENCE_ADAPTER)
+        self._freeze_reference_adapter()
+        self._check_reference_copy()
+
+    def _check_reference_copy(self) -> None:
+        live = {n.replace(".default.", "."): p for n, p in self._adapter_params("default").items()}
+        ref = {n.replace(f".{REFERENCE_ADAPTER}.", "."): p for n, p in self._adapter_params(REFERENCE_ADAPTER).items()}
+        if live.keys() != ref.keys() or any(not torch.equal(live[k], ref[k]) for k in live):
+            raise RuntimeError("the reference adapter is not an exact copy of the trained adapter.")
 
     def ref_log_probs(
         self, obs: Observation, instructions: Sequence[str], tokens: torch.Tensor, temperature: float = 1.0
     ) -> torch.Tensor:
-        """Log-probs [B, 7] of ``tokens`` under the base model (the LoRA adapter disabled; no grad)."""
-        ctx = self.model.disable_adapter() if hasattr(self.model, "disable_adapter") else nullcontext()
-        with torch.no_grad(), ctx:
-            return self.log_probs(obs, instructions, tokens, temperature)[0]
+        """Log-probs [B, 7] of ``tokens`` under the reference policy (no grad): the frozen reference adapter
+        when there is one (after :meth:`reset_reference`), else the base model (the adapter disabled)."""
+        with torch.no_grad():
+            if self.reference == "base":
+                with self.model.disable_adapter():
+                    return self.log_probs(obs, instructions, tokens, temperature)[0]
+            grads = {n: p.requires_grad for n, p in self.model.named_parameters()}
+            active = self.model.active_adapter
+            self.model.set_adapter(REFERENCE_ADAPTER)
+            try:
+                return self.log_probs(obs, instructions, tokens, temperature)[0]
+            finally:
+                self.model.set_adapter(active)
+                for n, p in self.model.named_parameters():  # peft's set_adapter changes requires_grad
+                    p.requires_grad_(grads[n])
 
     def tokens_to_actions(self, tokens: torch.Tensor | np.ndarray) -> np.ndarray:
         """Tokens [B, 7] -> actions [B, 7] float32: bin centres in [-1, 1], then ``action_transform`` if set."""
@@ -604,20 +761,53 @@ class HFVLAPolicy(nn.Module):
         return [p for p in self.model.parameters() if p.requires_grad]
 
     def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, Any]:  # type: ignore[override]
-        """The adapter weights only (``peft.get_peft_model_state_dict``): checkpoints stay small."""
+        """The adapter weights only (``peft.get_peft_model_state_dict``): checkpoints stay small. The frozen
+        reference adapter, when there is one, is included under keys prefixed with :data:`REFERENCE_PREFIX`."""
         from peft import get_peft_model_state_dict
 
-        return {k: v.detach().cpu() for k, v in get_peft_model_state_dict(self.model).items()}
+        out = {k: v.detach().cpu() for k, v in get_peft_model_state_dict(self.model).items()}
+        if self.reference == "adapter":
+            ref = get_peft_model_state_dict(self.model, adapter_name=REFERENCE_ADAPTER)
+            out.update({REFERENCE_PREFIX + k: v.detach().cpu() for k, v in ref.items()})
+        return out
 
     def load_state_dict(
         self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False
     ) -> Any:  # type: ignore[override]
-        """Restore adapter weights written by :meth:`state_dict`."""
+        """Restore adapter weights written by :meth:`state_dict` (and the reference adapter they carry).
+
+        Raises:
+            ValueError: if the state carries no reference adapter while this policy has one: the policy would
+                go on with a reference that belongs to other weights. Load into a policy built from the same
+                base without an adapter (``HFVLAPolicy.from_pretrained(path)``) instead.
+        """
         from peft import set_peft_model_state_dict
 
-        return set_peft_model_state_dict(self.model, dict(state_dict))
+        state = dict(state_dict)
+        ref = {k[len(REFERENCE_PREFIX) :]: v for k, v in state.items() if k.startswith(REFERENCE_PREFIX)}
+        live = {k: v for k, v in state.items() if not k.startswith(REFERENCE_PREFIX)}
+        if not ref and self.reference == "adapter":
+            raise ValueError(
+                "the adapter state has no reference adapter, but this policy's KL reference is a frozen adapter "
+                "(an SFT policy); loading it would keep a reference that belongs to other weights. Build the "
+                "policy from the base model alone and load the state into that."
+            )
+        result = set_peft_model_state_dict(self.model, live)
+        if ref:
+            if REFERENCE_ADAPTER not in self.model.peft_config:
+                self.model.add_adapter(REFERENCE_ADAPTER, self.model.peft_config["default"])
+            set_peft_model_state_dict(self.model, ref, adapter_name=REFERENCE_ADAPTER)
+            self._freeze_reference_adapter()
+        return result
+
+    def save_pretrained(self, path: str | os.PathLike) -> Path:
+        """Write the trained adapter in peft's format (``adapter_config.json`` + ``adapter_model.safetensors``)
+        and, when there is one, the reference adapter in ``path/reference/``. Only adapter weights are
+        written. ``peft.PeftModel.from_pretrained(base, path)`` loads the trained adapter;
+        ``HFVLAPolicy.from_pretrained(base, adapter_path=path)`` restores both."""
+        self.model.save_pretrained(str(path), safe_serialization=True)
+        return Path(path)
 
     def save_adapter(self, path: str | os.PathLike) -> Path:
-        """Write the LoRA adapter with ``save_pretrained`` (load it back with ``adapter_path=``)."""
-        self.model.save_pretrained(str(path))
-        return Path(path)
+        """Alias of :meth:`save_pretrained`."""
+        return self.save_pretrained(path)

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tgrpo.policies._common import check_instructions, check_tokens, sample_from_logits, token_stats
+from tgrpo.policies.common import check_instructions, check_tokens, sample_from_logits, token_stats
 from tgrpo.policy import ORDINAL_SCALE, Observation
 from tgrpo.tokenizer import ACTION_DIM, N_BINS, ActionTokenizer, resolve_tokenizer
 

@@ -1,4 +1,4 @@
-"""Pieces shared by the policies of :mod:`tgrpo.policies`: sampling from action-token logits."""
+"""Pieces shared by the policies of :mod:`tgrpo.policies`: sampling from action-token logits and input checks."""
 
 from __future__ import annotations
 
