@@ -120,11 +120,11 @@ COMMANDS: dict[str, Command] = {
                    "the main job: demos, SFT, eval, TGRPO, eval, table, plot, video"),
     "demos": Command(DemosCommand, _COMMON | {"demos"}, "outputs/demos",
                      "generate (or reuse) scripted-expert demonstrations"),
-    "sft": Command(SftCommand, _COMMON | {"policy", "hidden", "demos", "sft"}, "outputs/sft",
+    "sft": Command(SftCommand, _COMMON | {"policy", "hidden", "demos", "sft", "hf"}, "outputs/sft",
                    "behaviour cloning of a token-action policy on demonstrations"),
     "train": Command(TrainCommand, _COMMON | {"policy", "hidden", "resume", "method", "alpha1", "alpha2",
                                               "normalize_alphas", "num_envs", "shared_placement", "rl", "ppo",
-                                              "vectorization", "ray_address"},
+                                              "vectorization", "ray_address", "hf"},
                      "outputs/train", "TGRPO (or step-only, trajectory-only, PPO) from a policy file"),
     "eval": Command(EvalCommand, _COMMON | {"eval", "vectorization", "ray_address"}, "outputs/eval", "success rate on the benchmark states"),
 }
@@ -261,8 +261,8 @@ def _cmd_train(args: TrainCommand) -> int:
                   file=sys.stderr)
         cfg = dataclasses.replace(cfg, policy=kind)
     else:
-        policy, spec = build_policy(cfg.policy, observation_space(cfg.task, cfg.obs_mode), seed=cfg.seed,
-                                    hidden=cfg.hidden)
+        space = observation_space(cfg.task, cfg.obs_mode) if cfg.policy in ("state", "vision") else None
+        policy, spec = build_policy(cfg.policy, space, seed=cfg.seed, hidden=cfg.hidden, **cfg.policy_kwargs())
     result = run_train(cfg, policy, spec, Path(cfg.output_dir))
     print(Path(cfg.output_dir) / "policy.pt")
     return 0 if result.history is not None else 1

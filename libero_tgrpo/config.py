@@ -11,6 +11,7 @@ field              type                                               stage
 ``rl``             :class:`tgrpo.TGRPOConfig`                         TGRPO (and the options PPO shares with it)
 ``ppo``            :class:`tgrpo.baselines.PPOConfig`                 PPO's own options (epochs, GAE)
 ``eval``           :class:`EvalConfig`                                evaluation on the benchmark states
+``hf``             :class:`HFConfig`                                  loading a Hugging Face VLA (``--policy PATH``)
 =================  =================================================  =========================================
 
 Every value is checked when the config is built (each part in its own ``__post_init__``, the combination
@@ -39,6 +40,7 @@ __all__ = [
     "DemoConfig",
     "SFTConfig",
     "EvalConfig",
+    "HFConfig",
     "PipelineConfig",
     "method_alphas",
 ]
@@ -150,6 +152,57 @@ class SFTConfig:
         return dataclasses.asdict(self)
 
 
+@dataclass
+class HFConfig:
+    """How a Hugging Face VLA (``--policy`` a model directory or Hub id, e.g. OpenVLA) is loaded and trained;
+    ignored by the built-in policies. See docs/openvla.md."""
+
+    device: str | None = None
+    """Device of the model: 'cuda', 'cuda:1', 'cpu'; None: cuda when available, else cpu."""
+    dtype: Literal["bfloat16", "float16", "float32", "auto"] = "bfloat16"
+    """Weights' dtype (LoRA weights stay float32)."""
+    trust_remote_code: bool = False
+    """Run the model's own Python code (OpenVLA needs it); only for models you trust."""
+    unnorm_key: str | None = None
+    """Dataset whose action statistics (the model's norm_stats) un-normalise actions, e.g. libero_object."""
+    lora_r: int = 32
+    """LoRA rank."""
+    lora_alpha: int = 16
+    """LoRA alpha (the update is scaled by alpha / r)."""
+    gradient_checkpointing: bool | None = None
+    """Recompute activations in the backward pass; None: on when the model is on a CUDA device."""
+    micro_batch_size: int = 8
+    """Rows per forward pass of the model."""
+    image_size: int | None = None
+    """Side of the env's camera images in pixels for training (None: the env's default, 128)."""
+    recompute_old_log_probs: bool = False
+    """Recompute the sampled tokens' log-probs with the update's forward, so that the importance ratio is
+    exactly 1 at the first update (one more forward per step)."""
+
+    def __post_init__(self) -> None:
+        for name in ("lora_r", "lora_alpha", "micro_batch_size"):
+            v = getattr(self, name)
+            _require(_is_int(v) and v >= 1, f"{name}={v!r} is not accepted: give an int >= 1 "
+                     f"(--{name.replace('_', '-')}).")
+        _require(self.image_size is None or (_is_int(self.image_size) and 16 <= self.image_size <= 2048),
+                 f"image_size={self.image_size!r} is not accepted: give an int in [16, 2048] or None (--image-size).")
+        _require(self.dtype in ("bfloat16", "float16", "float32", "auto"),
+                 f"dtype={self.dtype!r} is not accepted: choose bfloat16, float16, float32 or auto (--dtype).")
+
+    def policy_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of ``libero_tgrpo.policies.build_policy`` for a Hugging Face model (plain data)."""
+        import torch
+
+        device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        checkpointing = self.gradient_checkpointing
+        if checkpointing is None:
+            checkpointing = device.startswith("cuda")
+        return {"device": device, "dtype": self.dtype, "trust_remote_code": self.trust_remote_code,
+                "unnorm_key": self.unnorm_key, "lora_r": self.lora_r, "lora_alpha": self.lora_alpha,
+                "gradient_checkpointing": checkpointing, "micro_batch_size": self.micro_batch_size,
+                "recompute_old_log_probs": self.recompute_old_log_probs}
+
+
 def _default_sft() -> SFTConfig:
     return SFTConfig(epochs=100, lr=3e-3, batch_size=128)
 
@@ -258,6 +311,8 @@ class PipelineConfig:
     """PPO's own options (the shared ones are rl's)."""
     eval: EvalConfig = field(default_factory=EvalConfig)
     """Evaluation on the benchmark states."""
+    hf: HFConfig = field(default_factory=HFConfig)
+    """Loading and training a Hugging Face VLA (when policy is a model directory or Hub id)."""
     extra: dict[str, Any] = field(default_factory=dict)
     """Free-form values recorded with the run."""
 
@@ -278,6 +333,11 @@ class PipelineConfig:
                      "vectorization='ray' needs Ray, which is not installed: pip install 'libero-tgrpo[ray]'.")
         _require(bool(self.output_dir), "output_dir is empty: give a directory (--output-dir).")
         self.hidden = parse_hidden(self.hidden)
+        if self.policy not in ("state", "vision"):
+            from tgrpo.policies.common import looks_like_model
+
+            problem = looks_like_model(self.policy)
+            _require(problem is None, f"policy={self.policy!r} is not 'state' or 'vision', and {problem}")
         _require(self.video_state is None or 0 <= self.video_state < NUM_INIT_STATES,
                  f"video_state={self.video_state!r} is not accepted: benchmark states are 0-{NUM_INIT_STATES - 1}.")
         _require(isinstance(self.demos, DemoConfig) and isinstance(self.sft, SFTConfig)
@@ -312,6 +372,16 @@ class PipelineConfig:
     def demo_seed(self) -> int:
         """Seed of the demonstration set."""
         return self.seed if self.demos.demo_seed is None else self.demos.demo_seed
+
+    def policy_kwargs(self) -> dict[str, Any]:
+        """``build_policy``'s keyword arguments for ``policy``: the ``hf`` options for a Hugging Face model."""
+        return {} if self.policy in ("state", "vision") else self.hf.policy_kwargs()
+
+    def env_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of the training envs (the camera size of a Hugging Face VLA's env)."""
+        if self.policy in ("state", "vision") or self.hf.image_size is None:
+            return {}
+        return {"image_size": self.hf.image_size}
 
     def sft_config(self) -> SFTConfig:
         """The SFT stage's config (``sft`` with the run's seed)."""

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from libero_tgrpo.config import DemoConfig, EvalConfig, PipelineConfig, SFTConfig
+from libero_tgrpo.config import DemoConfig, EvalConfig, HFConfig, PipelineConfig, SFTConfig
 from libero_tgrpo.paper import PAPER_ALPHAS
 from libero_tgrpo.parsing import format_states, parse_hidden, parse_states, parse_task
 from tgrpo.config import (
@@ -77,7 +77,7 @@ def _commas(values: Any) -> str:
     return ",".join(str(v) for v in values)
 
 
-SECTIONS = ("demos", "sft", "rl", "ppo", "eval")
+SECTIONS = ("demos", "sft", "rl", "ppo", "eval", "hf")
 """The parts of :class:`PipelineConfig`, each a config of its own (a mapping in YAML files)."""
 
 OPTIONS: dict[type, dict[str, Flag | None]] = {
@@ -115,6 +115,11 @@ OPTIONS: dict[type, dict[str, Flag | None]] = {
                 "vf_coef": Flag("ppo-vf-coef"), "ent_coef": Flag("ppo-ent-coef")},
     EvalConfig: {"states": Flag("states", parse=parse_states, show=format_states), "envs": Flag("eval-envs"),
                  "max_steps": Flag("eval-max-steps"), "temperature": Flag("eval-temperature")},
+    HFConfig: {"device": Flag("device"), "dtype": Flag("dtype"), "trust_remote_code": Flag("trust-remote-code"),
+               "unnorm_key": Flag("unnorm-key"), "lora_r": Flag("lora-r"), "lora_alpha": Flag("lora-alpha"),
+               "gradient_checkpointing": Flag("gradient-checkpointing"),
+               "micro_batch_size": Flag("micro-batch-size"), "image_size": Flag("image-size"),
+               "recompute_old_log_probs": Flag("recompute-old-log-probs")},
 }
 """The user options: for each config class, its option fields and their flags (``None``: a part)."""
 

@@ -70,10 +70,17 @@ def build_policy(
 
     Args:
         kind: ``"state"``, ``"vision"``, or a Hugging Face model directory / Hub id.
-        observation_space: ``envs.single_observation_space`` (a Dict space of ``libero_gym``).
+        observation_space: ``envs.single_observation_space`` (a Dict space of ``libero_gym``); not used (may be
+            None) for a Hugging Face model.
         seed: weight initialisation seed.
         hidden: hidden layer widths (state and vision policies).
-        **kwargs: other constructor arguments of the policy class.
+        **kwargs: other constructor arguments of the policy class; for a Hugging Face model the keyword
+            arguments of ``HFVLAPolicy.from_pretrained`` as plain data (``device``, ``dtype``,
+            ``trust_remote_code``, ``unnorm_key``, ``lora_r``, ``lora_alpha``, ``gradient_checkpointing``,
+            ``micro_batch_size``, ``recompute_old_log_probs``; ``PipelineConfig.policy_kwargs()``).
+
+    Raises:
+        ValueError: (``HFLoadError``) a Hugging Face model that cannot be loaded, in one line naming the path.
 
     Returns:
         ``(policy, spec)``; the spec rebuilds the policy in :func:`load_policy`.
@@ -93,10 +100,19 @@ def build_policy(
         spec = {"kind": "vision", "cameras": list(policy.cameras), "state_dim": policy.state_dim,
                 **{k: list(v) if isinstance(v, tuple) else v for k, v in kwargs.items()}}
         return policy, spec
-    from tgrpo.policies import HFVLAPolicy
+    return _build_hf(str(kind), kwargs), {"kind": "hf", "path": str(kind), **kwargs}
 
-    policy = HFVLAPolicy.from_pretrained(kind, **kwargs)
-    return policy, {"kind": "hf", "path": str(kind), **kwargs}
+
+def _build_hf(path: str, kwargs: dict[str, Any]) -> Any:
+    """``HFVLAPolicy.from_pretrained`` from plain-data options (``lora_r``/``lora_alpha`` become the LoRA
+    settings), so that the spec of a policy file holds no objects."""
+    from tgrpo.policies import HFVLAPolicy, LoRASettings
+
+    args = dict(kwargs)
+    lora = {k: args.pop(f"lora_{k}") for k in ("r", "alpha") if f"lora_{k}" in args}
+    if lora:
+        args["lora"] = LoRASettings(**lora)
+    return HFVLAPolicy.from_pretrained(path, **args)
 
 
 def _rebuild(spec: dict[str, Any]) -> Any:
@@ -118,9 +134,7 @@ def _rebuild(spec: dict[str, Any]) -> Any:
                 args[key] = tuple(args[key])
         return VisionLanguageTokenPolicy(seed=None, **args)
     if kind == "hf":
-        from tgrpo.policies import HFVLAPolicy
-
-        return HFVLAPolicy.from_pretrained(args.pop("path"), **args)
+        return _build_hf(args.pop("path"), args)
     raise PolicyFileError(f"policy spec has kind={kind!r}; accepted kinds are 'state', 'vision' and 'hf'.")
 
 

@@ -123,12 +123,16 @@ def sft(
 def freeze_reference(policy: Any) -> bool:
     """Make the policy's current weights its KL reference (the SFT policy is TGRPO's π_ref).
 
-    Uses the policy's own ``reset_reference()`` when it has one; for :class:`tgrpo.MLPTokenPolicy`, copies
-    the live network into its frozen reference copy. LoRA policies need nothing: their reference is the
-    model with the adapter disabled.
+    Uses the policy's own ``reset_reference()`` when it has one (``HFVLAPolicy``: a frozen copy of the SFT
+    LoRA adapter becomes the reference, not the base model under it); for :class:`tgrpo.MLPTokenPolicy`,
+    copies the live network into its frozen reference copy.
 
     Returns:
-        True if a reference was updated.
+        True (a reference was set).
+
+    Raises:
+        TypeError: for a policy that offers no way to set its reference: its KL term would silently pull
+            towards something other than the SFT policy.
     """
     if hasattr(policy, "reset_reference"):
         policy.reset_reference()
@@ -138,4 +142,7 @@ def freeze_reference(policy: Any) -> bool:
         ref.load_state_dict(net.state_dict())
         ref.requires_grad_(False)
         return True
-    return False
+    raise TypeError(
+        f"{type(policy).__name__} has no reset_reference() and no net/ref pair, so the SFT policy cannot become "
+        "its KL reference; give it a reset_reference() method that freezes its current weights as the reference."
+    )

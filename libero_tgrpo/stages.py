@@ -162,8 +162,8 @@ def run_sft(
     """
     from libero_tgrpo.sft import freeze_reference, sft, token_cross_entropy
 
-    policy, spec = build_policy(cfg.policy, observation_space(cfg.task, cfg.obs_mode), seed=cfg.seed,
-                                hidden=cfg.hidden)
+    space = observation_space(cfg.task, cfg.obs_mode) if cfg.policy in ("state", "vision") else None
+    policy, spec = build_policy(cfg.policy, space, seed=cfg.seed, hidden=cfg.hidden, **cfg.policy_kwargs())
     sft_cfg = cfg.sft_config()
     ce_before = token_cross_entropy(policy, demos)
     history = sft(policy, demos, sft_cfg, progress=cfg.progress, log=say if cfg.progress else None)
@@ -206,7 +206,7 @@ def run_train(
     rl_cfg = cfg.rl_config(out_dir)
     a1, a2 = cfg.alphas
     envs = make_train_envs(cfg.task, cfg.num_envs, obs_mode=cfg.obs_mode, shared_placement=cfg.shared_placement,
-                           **cfg.env_backend)
+                           **cfg.env_backend, **cfg.env_kwargs())
     try:
         if cfg.method == "ppo":
             from tgrpo.baselines import train_ppo

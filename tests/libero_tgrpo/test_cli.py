@@ -186,3 +186,25 @@ def test_bad_config_file_is_a_clear_error(tmp_path, text, needle, capsys):
     assert e.value.code == 2
     assert needle in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("policy", ["missing-local-dir", "nobody-here/no-such-vla"])
+def test_a_model_that_cannot_load_gives_one_line_naming_it(tmp_path, policy):
+    """A missing local directory, and a Hub id with the Hub switched off: one error line, exit 2."""
+    import os
+
+    if policy == "missing-local-dir":
+        policy = str(tmp_path / "no-such-model")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf-home")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "libero_tgrpo", "train", "--policy", policy, "--quiet", "--output-dir",
+         str(tmp_path / "out")],
+        env=env, capture_output=True, text=True, timeout=300,
+    )
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 2, proc.stderr
+    assert len(lines) == 1 and lines[0].startswith("libero-tgrpo train: error: "), proc.stderr
+    assert "cannot load" in lines[0] and repr(policy) in lines[0]
+    if "/" in policy and not policy.startswith("/"):
+        assert "HF_HUB_OFFLINE" in lines[0] and "Hugging Face Hub id" in lines[0]
+    assert not (tmp_path / "out" / "checkpoint.pt").exists()

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import re
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 
@@ -63,3 +66,28 @@ def check_tokens(tokens: torch.Tensor, batch: int, action_dim: int, n_bins: int)
             f"action tokens must lie in 0..{n_bins - 1}, got values in {int(tokens.min())}..{int(tokens.max())}."
         )
     return tokens.long()
+
+
+#: A Hugging Face Hub model id: "org/name".
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def looks_like_model(path: str | os.PathLike) -> str | None:
+    """Why ``path`` cannot name a Hugging Face model, or None when it can: a local directory with a
+    ``config.json``, or a Hub id (``"org/name"``) that is not a local path. Checks files only; nothing is
+    loaded or downloaded."""
+    p = Path(path).expanduser()
+    if p.is_dir():
+        if not (p / "config.json").exists():
+            return (
+                f"cannot load a model from {str(path)!r}: the local directory has no config.json; point it at a "
+                "directory written by save_pretrained (config.json, weights, processor files)."
+            )
+        return None
+    s = str(path)
+    if HUB_ID.match(s) and not s.startswith((".", "/", "~")):
+        return None
+    return (
+        f"cannot load a model from {s!r}: no such local directory, and it is not a Hugging Face Hub id "
+        "('org/name'); pass a directory written by save_pretrained or a Hub id such as 'openvla/openvla-7b'."
+    )

@@ -39,7 +39,6 @@ transformers and peft are imported only by this module (``pip install libero-tgr
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,7 +48,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from tgrpo.policies.common import check_instructions, check_tokens, sample_from_logits, token_stats
+from tgrpo.policies.common import (
+    check_instructions,
+    check_tokens,
+    looks_like_model,
+    sample_from_logits,
+    token_stats,
+)
 from tgrpo.policy import Observation
 from tgrpo.tokenizer import ACTION_DIM, N_BINS, ActionTokenizer, resolve_tokenizer
 
@@ -60,7 +65,6 @@ HF_RECOMMENDED_LR = 1e-5
 #: OpenVLA appends this id (Llama-2's empty "▁" token) after "Out:" before the action tokens.
 OPENVLA_EMPTY_TOKEN_ID = 29871
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 #: Name of the peft adapter that holds the frozen reference policy (see :meth:`HFVLAPolicy.reset_reference`).
 REFERENCE_ADAPTER = "reference"
 #: Prefix of the reference adapter's entries in :meth:`HFVLAPolicy.state_dict`.
@@ -196,21 +200,11 @@ def _check_path(path: str | os.PathLike) -> str:
     Raises:
         HFLoadError: for a directory without config.json, or a value that is neither a directory nor a Hub id.
     """
+    problem = looks_like_model(path)
+    if problem is not None:
+        raise HFLoadError(problem)
     p = Path(path).expanduser()
-    if p.is_dir():
-        if not (p / "config.json").exists():
-            raise HFLoadError(
-                f"cannot load a model from {str(path)!r}: the local directory has no config.json; point it at a "
-                "directory written by save_pretrained (config.json, weights, processor files)."
-            )
-        return str(p)
-    s = str(path)
-    if _HUB_ID.match(s) and not s.startswith((".", "/", "~")):
-        return s
-    raise HFLoadError(
-        f"cannot load a model from {s!r}: no such local directory, and it is not a Hugging Face Hub id "
-        "('org/name'); pass a directory written by save_pretrained or a Hub id such as 'openvla/openvla-7b'."
-    )
+    return str(p) if p.is_dir() else str(path)
 
 
 def _offline() -> bool:
@@ -228,7 +222,7 @@ def _load_failure(src: str, what: str, error: BaseException) -> str:
             f"no local directory {src!r}, then the Hugging Face Hub id {src!r}"
             + (" from the local cache only (HF_HUB_OFFLINE is set)" if _offline() else "")
         )
-    reason = " ".join(str(error).split())
+    reason = " ".join(str(error).split()).rstrip(".")
     if len(reason) > 300:
         reason = reason[:297] + "..."
     hint = ""
