@@ -223,8 +223,8 @@ def _load_failure(src: str, what: str, error: BaseException) -> str:
             + (" from the local cache only (HF_HUB_OFFLINE is set)" if _offline() else "")
         )
     reason = " ".join(str(error).split()).rstrip(".")
-    if len(reason) > 300:
-        reason = reason[:297] + "..."
+    if len(reason) > 1000:
+        reason = reason[:997] + "..."
     hint = ""
     if "trust_remote_code" in reason:
         hint = " The model ships its own code: pass trust_remote_code=True (--trust-remote-code) if you trust it."

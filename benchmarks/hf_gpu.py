@@ -1,0 +1,180 @@
+"""Time ``HFVLAPolicy`` at OpenVLA-7B scale on one GPU, with a model built from a config (no download).
+
+The model is a LLaVA with OpenVLA-7B's shapes: a Llama-2-7B decoder (hidden 4096, 32 layers, MLP 11008,
+vocabulary 32064) and a CLIP ViT-L/14 vision tower at 224 px, random bf16 weights, LoRA r=32 alpha=16 on all
+linear layers. The processor is the tiny one of ``save_tiny_llava`` (224 px); action ids are the last 256 of a
+32000-id base vocabulary, as in OpenVLA. Timed at batch M (default 8): sampling one action (7 tokens),
+log-probs, reference log-probs, one update (log-probs + backward + AdamW), and one TGRPO iteration (per-step
+schedule, L steps) on a synthetic camera env whose step costs nothing; with and without gradient
+checkpointing. Peak GPU memory, the GPU's name and the versions are recorded.
+
+Writes ``benchmarks/results/hf_gpu.json`` (``--tiny``: ``hf_gpu_tiny.json``; ``--out``: elsewhere).
+``--tiny`` runs the same code on the tiny LLaVA in float32 on the CPU: the smoke test CI runs.
+
+Not yet run on a GPU in this version: no ``hf_gpu.json`` is recorded (docs/openvla.md).
+
+Usage:
+    python benchmarks/hf_gpu.py [--batch 8] [--steps 12] [--repeats 5] [--tiny] [--out FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import tgrpo  # noqa: E402
+from benchmarks._common import RESULTS, write_json  # noqa: E402
+from benchmarks.policy_throughput import INSTRUCTION, SyntheticCameraEnv, timed  # noqa: E402
+from libero_tgrpo import files  # noqa: E402
+
+#: OpenVLA-7B's shapes (Llama-2-7B decoder, CLIP ViT-L/14 at 224 px).
+OPENVLA_7B_SHAPES = {
+    "text": {"hidden_size": 4096, "intermediate_size": 11008, "num_hidden_layers": 32, "num_attention_heads": 32,
+             "num_key_value_heads": 32, "vocab_size": 32064, "max_position_embeddings": 2048},
+    "vision": {"hidden_size": 1024, "intermediate_size": 4096, "num_hidden_layers": 24, "num_attention_heads": 16,
+               "image_size": 224, "patch_size": 14},
+}
+#: OpenVLA's base vocabulary (its logits have 32064 entries; the action ids end at 32000).
+OPENVLA_VOCAB_SIZE = 32000
+
+
+def build_policy(tmp: Path, tiny: bool, device: str, checkpointing: bool) -> Any:
+    """The policy under test: the 7B-shaped LLaVA in bf16 on ``device``, or the tiny LLaVA in float32."""
+    from tgrpo.policies import HFVLAPolicy, LoRASettings, save_tiny_llava
+
+    if tiny:
+        path = save_tiny_llava(tmp / "tiny")
+        return HFVLAPolicy.from_pretrained(path, dtype="float32", device=device, lora=LoRASettings(r=8, alpha=16),
+                                           gradient_checkpointing=checkpointing)
+    from transformers import (
+        AutoProcessor,
+        CLIPVisionConfig,
+        LlamaConfig,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+    )
+
+    path = tmp / "processor"
+    if not path.exists():
+        save_tiny_llava(path, image_size=224, patch_size=14)
+    processor = AutoProcessor.from_pretrained(path)
+    tok = processor.tokenizer
+    text = LlamaConfig(**OPENVLA_7B_SHAPES["text"], bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                       pad_token_id=tok.pad_token_id)
+    config = LlavaConfig(vision_config=CLIPVisionConfig(**OPENVLA_7B_SHAPES["vision"]), text_config=text,
+                         image_token_index=tok.convert_tokens_to_ids("<image>"),
+                         vision_feature_select_strategy="default", vision_feature_layer=-2)
+    with torch.device(device):
+        previous = torch.get_default_dtype()
+        torch.set_default_dtype(torch.bfloat16)
+        try:
+            model = LlavaForConditionalGeneration(config)
+        finally:
+            torch.set_default_dtype(previous)
+    return HFVLAPolicy(model, processor, lora=LoRASettings(r=32, alpha=16), action_vocab_size=OPENVLA_VOCAB_SIZE,
+                       gradient_checkpointing=checkpointing)
+
+
+def measure(policy: Any, args: argparse.Namespace, out_dir: Path, device: str) -> dict[str, Any]:
+    """Timings (ms, medians) and peak memory of one policy."""
+    cuda = device.startswith("cuda")
+    env = gym.vector.SyncVectorEnv([lambda: SyntheticCameraEnv(size=args.image_size)] * args.batch)
+    obs, _ = env.reset(seed=0)
+    instr = [INSTRUCTION] * args.batch
+    opt = torch.optim.AdamW(policy.trainable_parameters(), lr=1e-5)
+    tokens, _ = policy.sample(obs, instr)
+
+    def sync() -> None:
+        if cuda:
+            torch.cuda.synchronize()
+
+    def update() -> None:
+        lp, _ = policy.log_probs(obs, instr, tokens)
+        opt.zero_grad()
+        (-lp.mean()).backward()
+        opt.step()
+        sync()
+
+    def forward() -> None:
+        with torch.no_grad():
+            policy.log_probs(obs, instr, tokens)
+        sync()
+
+    def ref() -> None:
+        policy.ref_log_probs(obs, instr, tokens)
+        sync()
+
+    def sample() -> None:
+        policy.sample(obs, instr)
+        sync()
+
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    row: dict[str, Any] = {
+        "sample_ms": 1e3 * timed(sample, args.repeats),
+        "log_probs_ms": 1e3 * timed(forward, args.repeats),
+        "ref_log_probs_ms": 1e3 * timed(ref, args.repeats),
+        "update_ms": 1e3 * timed(update, args.repeats),
+    }
+    cfg = tgrpo.TGRPOConfig(iterations=1, max_steps=args.steps, lr=1e-5, output_dir=str(out_dir),
+                            progress_bar=False, plot=False, log_formats=("jsonl",), checkpoint_interval=0)
+    t0 = time.perf_counter()
+    tgrpo.train(env, policy, cfg)
+    sync()
+    row["tgrpo_iteration_s"] = time.perf_counter() - t0
+    if cuda:
+        row["peak_memory_gib"] = torch.cuda.max_memory_allocated() / 2**30
+    row["trainable_parameters"] = sum(p.numel() for p in policy.trainable_parameters())
+    env.close()
+    return row
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--batch", type=int, default=8, help="group size M (rows per call)")
+    ap.add_argument("--steps", type=int, default=12, help="steps L of the timed TGRPO iteration")
+    ap.add_argument("--repeats", type=int, default=5, help="timed calls per measurement (after one warm-up)")
+    ap.add_argument("--image-size", type=int, default=128, help="camera image side of the synthetic env")
+    ap.add_argument("--tiny", action="store_true", help="the tiny LLaVA in float32 on the CPU (smoke test)")
+    ap.add_argument("--out", default=None, help="JSON file to write (default benchmarks/results/hf_gpu[_tiny].json)")
+    args = ap.parse_args(argv)
+    device = "cpu" if args.tiny else "cuda"
+    if not args.tiny and not torch.cuda.is_available():
+        print("hf_gpu: no CUDA device; run with --tiny for the CPU smoke test.", file=sys.stderr)
+        return 2
+    results: dict[str, Any] = {"model": "tiny LLaVA (float32)" if args.tiny else "OpenVLA-7B-shaped LLaVA (bf16)",
+                               "shapes": None if args.tiny else OPENVLA_7B_SHAPES, "batch": args.batch,
+                               "steps": args.steps, "repeats": args.repeats, "image_size": args.image_size,
+                               "device": torch.cuda.get_device_name(0) if device == "cuda" else "cpu", "runs": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        for checkpointing in (False, True):
+            policy = build_policy(Path(tmp), args.tiny, device, checkpointing)
+            key = "gradient_checkpointing" if checkpointing else "no_checkpointing"
+            results["runs"][key] = measure(policy, args, Path(tmp) / key, device)
+            print(key, {k: round(v, 3) if isinstance(v, float) else v for k, v in results["runs"][key].items()})
+            del policy
+            if device == "cuda":
+                torch.cuda.empty_cache()
+    name = "hf_gpu_tiny" if args.tiny else "hf_gpu"
+    if args.out is None:
+        path = write_json(name, results)
+    else:
+        from libero_tgrpo.versions import machine, now, versions
+
+        path = files.write_json(Path(args.out), {**results, "versions": versions(), "machine": machine(),
+                                                 "date": now()})
+    print(f"written {path} (results dir {RESULTS})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
