@@ -23,8 +23,9 @@ class MetricsLogger:
     Args:
         output_dir: directory of the run.
         formats: any of ``"jsonl"``, ``"csv"``, ``"tensorboard"``.
-        start_iteration: rows of an earlier run with ``iteration >= start_iteration`` are dropped (a resumed
-            run repeats the iterations after its last checkpoint); 0 starts fresh files.
+        start_iteration: the rows of an earlier run with ``iteration < start_iteration`` are kept in every
+            file sink (read from ``metrics.jsonl``, or from ``metrics.csv`` when only CSV is written), the later
+            ones dropped (a resumed run repeats the iterations after its last checkpoint); 0 starts fresh files.
     """
 
     def __init__(
@@ -36,22 +37,18 @@ class MetricsLogger:
         self.jsonl_path = self.dir / "metrics.jsonl"
         self.csv_path = self.dir / "metrics.csv"
         self.rows: list[dict[str, Any]] = []
-        if start_iteration > 0 and self.jsonl_path.exists():
-            with open(self.jsonl_path) as f:
-                for line in f:
-                    line = line.strip()
-                    if not line:
-                        continue
-                    try:
-                        row = json.loads(line)
-                    except json.JSONDecodeError:  # a line cut by a killed process
-                        continue
-                    if row.get("iteration", 0) < start_iteration:
-                        self.rows.append(row)
+        if start_iteration > 0:
+            self.rows = [r for r in self._earlier_rows() if r.get("iteration", 0) < start_iteration]
+        # every sink starts from the kept rows: none lost, none twice (a resumed run rewrites the later ones)
         if "jsonl" in self.formats:
             with open(self.jsonl_path, "w") as f:
                 for row in self.rows:
                     f.write(json.dumps(row) + "\n")
+        if "csv" in self.formats:
+            if self.rows:
+                self._write_csv()
+            else:
+                self.csv_path.unlink(missing_ok=True)
         self._tb = None
         if "tensorboard" in self.formats:
             try:
@@ -78,21 +75,56 @@ class MetricsLogger:
                     self._tb.add_scalar(k, v, step)
             self._tb.flush()
 
+    def _earlier_rows(self) -> list[dict[str, Any]]:
+        """The rows an earlier run wrote: from ``metrics.jsonl`` when this logger writes it (the exact values),
+        else from ``metrics.csv``; one per iteration (the last one written), in iteration order."""
+        rows: list[dict[str, Any]] = []
+        if "jsonl" in self.formats or not self.csv_path.exists():
+            if self.jsonl_path.exists():
+                with open(self.jsonl_path) as f:
+                    for line in f:
+                        line = line.strip()
+                        if not line:
+                            continue
+                        try:
+                            rows.append(json.loads(line))
+                        except json.JSONDecodeError:  # a line cut by a killed process
+                            continue
+        else:
+            with open(self.csv_path, newline="") as f:
+                rows = [{k: _csv_value(v) for k, v in r.items() if k is not None and v not in ("", None)}
+                        for r in csv.DictReader(f)]
+        by_iteration = {int(r.get("iteration", 0)): r for r in rows}
+        return [by_iteration[k] for k in sorted(by_iteration)]
+
     def _write_csv(self) -> None:
         keys: list[str] = []
         for row in self.rows:
             keys += [k for k in row if k not in keys]
-        tmp = self.csv_path.with_suffix(".csv.tmp")
-        with open(tmp, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=keys)
-            w.writeheader()
-            w.writerows(self.rows)
-        os.replace(tmp, self.csv_path)
+        tmp = self.csv_path.with_name(f".{self.csv_path.name}.tmp.{os.getpid()}")  # one per writing process
+        try:
+            with open(tmp, "w", newline="") as f:
+                w = csv.DictWriter(f, fieldnames=keys)
+                w.writeheader()
+                w.writerows(self.rows)
+            os.replace(tmp, self.csv_path)
+        finally:
+            tmp.unlink(missing_ok=True)
 
     def close(self) -> None:
         if self._tb is not None:
             self._tb.close()
             self._tb = None
+
+
+def _csv_value(text: str) -> Any:
+    """A value of ``metrics.csv`` as it was logged: int, float (``repr`` round-trips exactly) or text."""
+    for convert in (int, float):
+        try:
+            return convert(text)
+        except ValueError:
+            pass
+    return text
 
 
 def plot_training_curve(rows: Sequence[dict[str, Any]], path: str | os.PathLike) -> bool:
