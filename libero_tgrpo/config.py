@@ -274,7 +274,11 @@ class PipelineConfig:
     """Where every result of the run goes."""
     resume: bool = False
     """Continue a killed run: skip the stages whose results are in the output directory, continue RL from its
-    checkpoint."""
+    checkpoint. Refused when the directory holds no run, or a run with other options."""
+    resume_or_start: bool = False
+    """Resume the run in the output directory if there is one, else start one."""
+    overwrite: bool = False
+    """Remove the run that the output directory holds (all its files) and start a new one."""
     hidden: tuple[int, ...] = (128, 128)
     """Hidden layer widths of the state or vision policy."""
     method: Method = "tgrpo"
@@ -332,6 +336,8 @@ class PipelineConfig:
             _require(importlib.util.find_spec("ray") is not None,
                      "vectorization='ray' needs Ray, which is not installed: pip install 'libero-tgrpo[ray]'.")
         _require(bool(self.output_dir), "output_dir is empty: give a directory (--output-dir).")
+        _require(not (self.overwrite and (self.resume or self.resume_or_start)),
+                 "--overwrite and --resume / --resume-or-start exclude each other: give one of them.")
         self.hidden = parse_hidden(self.hidden)
         if self.policy not in ("state", "vision"):
             from tgrpo.policies.common import looks_like_model
@@ -393,7 +399,7 @@ class PipelineConfig:
         a1, a2 = self.alphas
         extra = {"task": self.task, "method": self.method, "policy": self.policy, **self.extra}
         tcfg = dataclasses.replace(self.rl, alpha1=a1, alpha2=a2, seed=self.seed, output_dir=str(out_dir),
-                                   resume=self.resume, progress_bar=self.progress, extra=extra)
+                                   resume=self.resume or self.resume_or_start, progress_bar=self.progress, extra=extra)
         if self.method != "ppo":
             return tcfg
         shared = {k: v for k, v in tcfg.shared().items() if k not in ("epochs", "log_formats")}

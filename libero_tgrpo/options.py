@@ -84,6 +84,7 @@ OPTIONS: dict[type, dict[str, Flag | None]] = {
     PipelineConfig: {
         "task": Flag("task", parse=parse_task), "policy": Flag("policy"), "seed": Flag("seed"),
         "output_dir": Flag("output-dir"), "resume": Flag("resume"),
+        "resume_or_start": Flag("resume-or-start"), "overwrite": Flag("overwrite"),
         "hidden": Flag("hidden", parse=parse_hidden, show=_commas),
         "method": Flag("method"),
         "alpha1": Flag("alpha1", help="weight of the step advantage (default None: the paper's per-task value, "

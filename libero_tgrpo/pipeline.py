@@ -12,6 +12,7 @@ The names of the stage, config and report modules are re-exported here.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable
 from typing import Any
@@ -39,6 +40,7 @@ from libero_tgrpo.stages import (
     eval_config_kwargs,
     run_demos,
     run_eval,
+    run_identity,
     run_sft,
     run_train,
 )
@@ -76,16 +78,28 @@ def run_main_job(
     import torch
 
     torch.set_num_threads(1)
-    run = RunDir(cfg.output_dir, resume=cfg.resume, say=say)
-    run.write_config(cfg)
+    with RunDir(cfg.output_dir, resume=cfg.resume or cfg.resume_or_start, say=say, command="run",
+                identity=run_identity(cfg), overwrite=cfg.overwrite,
+                start_if_missing=cfg.resume_or_start,
+                inputs=[p for p in (cfg.demos.demos_path, cfg.demos.demo_cache) if p]) as run:
+        return _main_job(cfg, run, record, say)
+
+
+def _main_job(cfg: PipelineConfig, run: RunDir, record: bool | str, say: Callable[[str], None]) -> dict[str, Any]:
+    # the run's own config (recorded, and the command that gives it); the work resumes as the run directory says
+    recorded = dataclasses.replace(cfg, resume=False, resume_or_start=False, overwrite=False)
+    cfg = dataclasses.replace(recorded, resume=run.resume)
+    run.write_config(recorded)
     task = get_task(cfg.task)
     say(f"main job: Task{task.task_id} ({task.instruction!r}), policy {cfg.policy}, seed {cfg.seed}, "
-        f"output {run.root}{' (resuming)' if cfg.resume else ''}")
+        f"output {run.root}{' (resuming)' if run.resume else ''}")
 
     demos, demos_path = run.stage("demos", lambda: run_demos(cfg, say))
+    run.check_digest("demos", demos_path)
     sft_file = run.root / "sft" / "policy.pt"
     policy, spec = run.stage("sft", lambda: run_sft(cfg, demos, sft_file.parent, say)[:2], done=["sft/policy.pt"],
                              load=lambda: load_policy(sft_file)[:2])
+    run.check_digest("sft", sft_file)
     eval_kw = dict(eval_config_kwargs(cfg), say=say)
     with SharedEvalEnvs(cfg) as eval_envs:
 
@@ -102,11 +116,11 @@ def run_main_job(
     video = _video(cfg, policy, eval_rl, run, say) if cfg.video else None
     run.timings["total"] = run.elapsed()
 
-    summary = build_summary(cfg, instruction=task.instruction, eval_sft=eval_sft, eval_rl=eval_rl, demos=demos,
+    summary = build_summary(recorded, instruction=task.instruction, eval_sft=eval_sft, eval_rl=eval_rl, demos=demos,
                             demos_path=demos_path, history=result.history, timings=run.timings, video=video)
     write_json(run.root / "summary.json", summary)
-    write_text(run.root / "results.md", results_markdown(cfg, summary))
-    table, verdict = table_and_verdict(cfg, summary)
+    write_text(run.root / "results.md", results_markdown(recorded, summary))
+    table, verdict = table_and_verdict(recorded, summary)
     print("\n" + table + "\n\n" + verdict + "\n" + timings_line(run.timings), flush=True)
     if record:
         record_run(run.root, "main_job" if record is True else str(record), say=say)
