@@ -20,10 +20,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import signal
 import sys
 import threading
 import time
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -52,6 +54,8 @@ class RunCommand:
     """YAML file of options (e.g. a run's config.yaml); flags given with it override it."""
     record: str | None = None
     """Also write benchmarks/results/NAME.{json,md,png} (--record alone: main_job)."""
+    debug: bool = False
+    """Show the full traceback of an error (by default one line)."""
 
 
 @dataclass
@@ -67,6 +71,8 @@ class DemosCommand:
     """Observations to store (the vision policy needs rgb_state)."""
     out: str | None = None
     """Also copy the set to this .npz file."""
+    debug: bool = False
+    """Show the full traceback of an error (by default one line)."""
 
 
 @dataclass
@@ -77,6 +83,8 @@ class SftCommand:
     options: _Options
     config: str | None = None
     """YAML file of options (e.g. a run's config.yaml); flags given with it override it."""
+    debug: bool = False
+    """Show the full traceback of an error (by default one line)."""
 
 
 @dataclass
@@ -89,6 +97,8 @@ class TrainCommand:
     """YAML file of options (e.g. a run's config.yaml); flags given with it override it."""
     init: str | None = None
     """Policy file to start from (e.g. outputs/sft/policy.pt); None: a fresh --policy."""
+    debug: bool = False
+    """Show the full traceback of an error (by default one line)."""
 
 
 @dataclass
@@ -103,6 +113,8 @@ class EvalCommand:
     """YAML file of options (e.g. a run's config.yaml); flags given with it override it."""
     video: str | None = None
     """Also write a rollout video (.mp4) of the first state."""
+    debug: bool = False
+    """Show the full traceback of an error (by default one line)."""
 
 
 @dataclass(frozen=True)
@@ -120,13 +132,15 @@ COMMANDS: dict[str, Command] = {
                    "the main job: demos, SFT, eval, TGRPO, eval, table, plot, video"),
     "demos": Command(DemosCommand, _COMMON | {"demos"}, "outputs/demos",
                      "generate (or reuse) scripted-expert demonstrations"),
-    "sft": Command(SftCommand, _COMMON | {"policy", "hidden", "demos", "sft", "hf"}, "outputs/sft",
+    "sft": Command(SftCommand, _COMMON | {"policy", "hidden", "demos", "sft", "hf", "overwrite"}, "outputs/sft",
                    "behaviour cloning of a token-action policy on demonstrations"),
-    "train": Command(TrainCommand, _COMMON | {"policy", "hidden", "resume", "method", "alpha1", "alpha2",
+    "train": Command(TrainCommand, _COMMON | {"policy", "hidden", "resume", "resume_or_start", "overwrite",
+                                              "method", "alpha1", "alpha2",
                                               "normalize_alphas", "num_envs", "shared_placement", "rl", "ppo",
                                               "vectorization", "ray_address", "hf"},
                      "outputs/train", "TGRPO (or step-only, trajectory-only, PPO) from a policy file"),
-    "eval": Command(EvalCommand, _COMMON | {"eval", "vectorization", "ray_address"}, "outputs/eval", "success rate on the benchmark states"),
+    "eval": Command(EvalCommand, _COMMON | {"eval", "vectorization", "ray_address", "overwrite"}, "outputs/eval",
+                    "success rate on the benchmark states"),
 }
 """The subcommands of ``libero-tgrpo``."""
 
@@ -188,18 +202,77 @@ def parse(argv: list[str] | None = None) -> tuple[str, Any]:
             _fail(name, str(e))
     default = command.args(options=base, **({"policy_file": tyro.MISSING} if name == "eval" else {}))
     try:
-        args = tyro.cli(command.args, args=rest, prog=f"libero-tgrpo {name}", default=default,
-                        registry=registry(command.options), config=(tyro.conf.FlagCreatePairsOff,))
+        with _short_parse_errors():
+            args = tyro.cli(command.args, args=rest, prog=f"libero-tgrpo {name}", default=default,
+                            registry=registry(command.options), config=(tyro.conf.FlagCreatePairsOff,))
     except OptionError as e:
-        _fail(name, str(e))
+        _fail(name, f"{e} (see libero-tgrpo {name} --help)")
     return name, args
 
 
+def _short_parse_errors() -> Any:
+    """A context in which tyro's parse errors raise :class:`OptionError` with a one-line message instead of
+    printing tyro's boxed report.
+
+    tyro 1.0 offers this through its parse-error hook (``tyro._errors.on_parse_error``, experimental); without
+    it, tyro's own report is printed (and it still exits with code 2).
+    """
+    import contextlib
+
+    errors = getattr(tyro, "_errors", None)
+    if errors is None or not hasattr(errors, "on_parse_error"):
+        return contextlib.nullcontext()
+
+    def flag(event: Any) -> str:
+        arg = getattr(event, "argument", None)
+        names = getattr(getattr(arg, "lowered", None), "name_or_flags", None) or []
+        return "/".join(str(n) for n in names) or "an argument"
+
+    def hook(event: Any) -> None:
+        kind = type(event).__name__
+        if kind == "InstantiationFailure":
+            message = " ".join(str(event.message).split())
+            if "Got errors:" in message:  # keep the reason, drop tyro's list of tried types
+                head, reasons = message.split("Got errors:", 1)
+                tried = [r.split(":", 1)[-1].strip() for r in reasons.split(" - ") if r.strip()]
+                m = re.match(r"no type matching (.+) could be instantiated from \[(.*)\]", head.strip())
+                head = f"invalid value {m.group(2)} (accepted: {m.group(1)})" if m else head.strip().rstrip(".")
+                message = head + (f": {tried[-1]}" if tried else "")
+            raise OptionError(f"argument {flag(event)}: {message}")
+        if kind == "InvalidChoice":
+            raise OptionError(f"argument {flag(event)}: invalid choice {event.value!r}; accepted are "
+                              f"{', '.join(event.choices)}")
+        if kind == "BadValue":
+            got = f" {event.offending_value!r}" if event.offending_value is not None else ""
+            raise OptionError(f"argument {flag(event)}: bad or missing value{got}")
+        if kind == "UnrecognizedArgs":
+            raise OptionError(f"unrecognized arguments: {' '.join(map(str, event.tokens))}")
+        if kind == "MissingArgs":
+            missing = [a.arg.lowered.name_or_flags[-1] for a in event.missing_arguments]
+            raise OptionError(f"missing required arguments: {', '.join(missing)}")
+        raise OptionError(f"bad command line ({kind})")
+
+    return errors.on_parse_error(hook)
+
+
 # ---------------------------------------------------------------------------------------------- commands
+def _open_run(name: str, cfg: PipelineConfig, inputs: tuple[str | None, ...] = (), **identity: Any) -> Any:
+    """The subcommand's output directory, checked and claimed before any long work (:class:`RunDir`)."""
+    from libero_tgrpo.stages import RunDir, run_identity
+
+    return RunDir(cfg.output_dir, resume=cfg.resume or cfg.resume_or_start, command=name,
+                  identity=run_identity(cfg, COMMANDS[name].options, **identity), overwrite=cfg.overwrite,
+                  start_if_missing=cfg.resume_or_start, inputs=[p for p in inputs if p])
+
+
 def _cmd_run(args: RunCommand) -> int:
+    from libero_tgrpo.files import check_writable
+    from libero_tgrpo.paths import results_dir
     from libero_tgrpo.pipeline import run_main_job
 
     cfg = args.options
+    if args.record:
+        check_writable(results_dir(), "results directory")
     summary = run_main_job(cfg, record=args.record or False)
     print(f"results: {Path(cfg.output_dir) / 'results.md'}")
     return 0 if summary else 1
@@ -209,23 +282,27 @@ def _cmd_demos(args: DemosCommand) -> int:
     import shutil
 
     from libero_tgrpo.demos import get_demos
+    from libero_tgrpo.files import check_writable
     from libero_tgrpo.progress import say
 
     cfg = args.options
     d = cfg.demos
+    cache_dir = cfg.output_dir if d.demo_cache == PipelineConfig().demos.demo_cache else d.demo_cache
+    check_writable(cache_dir, "demonstrations directory")
+    if args.out:
+        check_writable(Path(args.out).parent, "directory of --out")
     demos, path, cached = get_demos(
         cfg.task,
         d.num_demos,
         seed=cfg.demo_seed,
         noise=d.demo_noise,
         obs_mode=args.obs_mode,
-        cache_dir=cfg.output_dir if d.demo_cache == PipelineConfig().demos.demo_cache else d.demo_cache,
+        cache_dir=cache_dir,
         workers=d.workers,
         progress=cfg.progress,
         log=say,
     )
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(path, args.out)
         path = Path(args.out)
     print(f"{path} ({'reused' if cached else 'generated'}: {demos.num_episodes} episodes, {demos.num_steps} steps)")
@@ -239,8 +316,10 @@ def _cmd_sft(args: SftCommand) -> int:
 
     torch.set_num_threads(1)
     cfg = args.options
-    demos, _ = run_demos(cfg)
-    _, _, path = run_sft(cfg, demos, Path(cfg.output_dir))
+    with _open_run("sft", cfg, inputs=(cfg.demos.demos_path, cfg.demos.demo_cache)) as run:
+        demos, demos_path = run_demos(cfg)
+        run.check_digest("demos", demos_path)
+        _, _, path = run_sft(cfg, demos, run.root)
     print(path)
     return 0
 
@@ -253,17 +332,20 @@ def _cmd_train(args: TrainCommand) -> int:
 
     torch.set_num_threads(1)
     cfg = args.options
-    if args.init:
-        policy, spec, info = load_policy(args.init)
-        kind = spec["kind"] if spec["kind"] in ("state", "vision") else spec.get("path", "hf")
-        if info.get("task") not in (None, cfg.task):
-            print(f"warning: {args.init} was trained on Task{info['task']}, training it on Task{cfg.task}",
-                  file=sys.stderr)
-        cfg = dataclasses.replace(cfg, policy=kind)
-    else:
-        space = observation_space(cfg.task, cfg.obs_mode) if cfg.policy in ("state", "vision") else None
-        policy, spec = build_policy(cfg.policy, space, seed=cfg.seed, hidden=cfg.hidden, **cfg.policy_kwargs())
-    result = run_train(cfg, policy, spec, Path(cfg.output_dir))
+    with _open_run("train", cfg, inputs=(args.init,), init=args.init is not None) as run:
+        cfg = dataclasses.replace(cfg, resume=run.resume, resume_or_start=False, overwrite=False)
+        if args.init:
+            run.check_digest("init", args.init)
+            policy, spec, info = load_policy(args.init)
+            kind = spec["kind"] if spec["kind"] in ("state", "vision") else spec.get("path", "hf")
+            if info.get("task") not in (None, cfg.task):
+                print(f"warning: {args.init} was trained on Task{info['task']}, training it on Task{cfg.task}",
+                      file=sys.stderr)
+            cfg = dataclasses.replace(cfg, policy=kind)
+        else:
+            space = observation_space(cfg.task, cfg.obs_mode) if cfg.policy in ("state", "vision") else None
+            policy, spec = build_policy(cfg.policy, space, seed=cfg.seed, hidden=cfg.hidden, **cfg.policy_kwargs())
+        result = run_train(cfg, policy, spec, run.root)
     print(Path(cfg.output_dir) / "policy.pt")
     return 0 if result.history is not None else 1
 
@@ -272,22 +354,26 @@ def _cmd_eval(args: EvalCommand) -> int:
     import torch
 
     from libero_tgrpo.evaluation import record_video
-    from libero_tgrpo.files import write_json
+    from libero_tgrpo.files import check_writable, write_json
     from libero_tgrpo.policies import load_policy
     from libero_tgrpo.stages import eval_config_kwargs, run_eval
 
     torch.set_num_threads(1)
     cfg = args.options
-    policy, spec, info = load_policy(args.policy_file)
-    obs_mode = info.get("obs_mode") or {"state": "state", "vision": "rgb_state"}.get(spec["kind"], "rgb")
-    res = run_eval(policy, cfg.task, **{**eval_config_kwargs(cfg), "obs_mode": obs_mode})
-    res["policy_file"] = str(args.policy_file)
-    res["policy_info"] = {k: v for k, v in info.items() if k != "versions"}
     if args.video:
-        e = cfg.eval
-        res["video"] = record_video(policy, cfg.task, args.video, init_state=e.states[0], obs_mode=obs_mode,
-                                    max_steps=e.max_steps, temperature=e.temperature, seed=cfg.seed)
-    out = write_json(Path(cfg.output_dir) / "eval.json", res)
+        check_writable(Path(args.video).parent, "directory of --video")
+    with _open_run("eval", cfg, inputs=(args.policy_file,), policy_file=str(args.policy_file),
+                   video=args.video) as run:
+        policy, spec, info = load_policy(args.policy_file)
+        obs_mode = info.get("obs_mode") or {"state": "state", "vision": "rgb_state"}.get(spec["kind"], "rgb")
+        res = run_eval(policy, cfg.task, **{**eval_config_kwargs(cfg), "obs_mode": obs_mode})
+        res["policy_file"] = str(args.policy_file)
+        res["policy_info"] = {k: v for k, v in info.items() if k != "versions"}
+        if args.video:
+            e = cfg.eval
+            res["video"] = record_video(policy, cfg.task, args.video, init_state=e.states[0], obs_mode=obs_mode,
+                                        max_steps=e.max_steps, temperature=e.temperature, seed=cfg.seed)
+        out = write_json(run.root / "eval.json", res)
     s = res["summary"]
     print(json.dumps({"success_rate": s["success_rate"], "placed_rate": s["placed_rate"], "episodes": s["episodes"],
                       "mean_length": round(s["mean_length"], 1), "file": str(out)}))
@@ -301,28 +387,78 @@ def _terminate(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
+def _expected_errors() -> tuple[type[BaseException], ...]:
+    """The errors a user can cause or meet (bad options and files, refused or locked directories, dead workers,
+    full disks, a diverged run): reported in one line with exit code 2."""
+    from concurrent.futures.process import BrokenProcessPool
+
+    from libero_tgrpo.files import DirLockedError, RunDirError
+
+    return (ValueError, OSError, RuntimeError, ArithmeticError, ImportError, OptionError, RunDirError,
+            DirLockedError, BrokenProcessPool)
+
+
+def _one_line(e: BaseException) -> str:
+    text = " ".join(str(e).split())
+    text = re.sub(r"^\[Errno \d+\] ", "", text)
+    return text or type(e).__name__
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``libero-tgrpo`` console script."""
+    """Entry point of the ``libero-tgrpo`` console script.
+
+    Returns 0 on success and 130 after an interrupt (Ctrl-C, SIGTERM). An expected error (a bad option value or
+    file, a refused or locked output directory, a failed worker, a full disk, ...) prints one line on stderr
+    and raises ``SystemExit(2)`` (``--debug``: the traceback too); any other error ``SystemExit(1)``.
+    """
     name, args = parse(argv)
+    debug = bool(getattr(args, "debug", False))
     previous = None
     if threading.current_thread() is threading.main_thread():
         # SIGTERM unwinds like Ctrl-C, so that the env worker processes are closed on the way out.
         previous = signal.signal(signal.SIGTERM, _terminate)
     t0 = time.perf_counter()
+    out = Path(args.options.output_dir)
+    created = name != "demos" and not out.exists()
     try:
+        if name != "demos":  # before the heavy imports: an unwritable output directory fails in a second
+            from libero_tgrpo.files import check_writable
+
+            check_writable(out)
         return _RUNNERS[name](args)
-    except (ValueError, FileNotFoundError) as e:
-        _fail(name, str(e))
-        return 2
     except KeyboardInterrupt:
-        print(
-            f"\ninterrupted after {time.perf_counter() - t0:.0f}s; run the same command with --resume to continue.",
-            file=sys.stderr,
-        )
+        if debug:
+            traceback.print_exc()
+        hint = "; run the same command with --resume to continue" if name in ("run", "train") else ""
+        print(f"\ninterrupted after {time.perf_counter() - t0:.0f}s{hint}.", file=sys.stderr)
         return 130
+    except Exception as e:  # noqa: BLE001 - the command line reports every error in one line
+        if debug:
+            traceback.print_exc()
+        if created:
+            _remove_if_unused(out)
+        if isinstance(e, _expected_errors()):
+            _fail(name, _one_line(e))
+        print(f"libero-tgrpo {name}: internal error: {type(e).__name__}: {_one_line(e)}"
+              + ("" if debug else " (run again with --debug for the traceback)"), file=sys.stderr)
+        raise SystemExit(1) from None
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+
+
+def _remove_if_unused(directory: Path) -> None:
+    """Remove an output directory that this command made and that holds no result (it failed first)."""
+    from libero_tgrpo.files import LOCK_NAME
+
+    try:
+        entries = list(directory.iterdir())
+        if all(p.name in (LOCK_NAME, "run.json") and p.is_file() for p in entries):
+            for p in entries:
+                p.unlink()
+            directory.rmdir()
+    except OSError:
+        pass
 
 
 if __name__ == "__main__":
