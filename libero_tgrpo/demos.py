@@ -239,6 +239,10 @@ def generate_demos(
             f"a demonstration worker died after {attempts} expert episodes on Task{task_obj.task_id} (killed, or "
             "out of memory?): run again with fewer --workers or more free memory."
         ) from e
+    except BaseException:  # an interrupt (Ctrl-C, SIGTERM) or an error: stop now, not after the running episodes
+        for proc in list((getattr(pool, "_processes", None) or {}).values()):
+            proc.kill()
+        raise
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
         bar.close()
