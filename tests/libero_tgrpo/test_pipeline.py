@@ -8,6 +8,7 @@ import torch
 
 from libero_tgrpo.cli import main, parse
 from libero_tgrpo.config import DemoConfig, EvalConfig, PipelineConfig
+from libero_tgrpo.files import RunDirError
 from libero_tgrpo.options import load_config
 from libero_tgrpo.pipeline import run_main_job
 from libero_tgrpo.policies import load_policy
@@ -78,6 +79,16 @@ def test_tiny_main_job_end_to_end(tmp_path, demo_cache, monkeypatch):
     assert [json.loads(line)["iteration"] for line in lines] == [0, 1, 2]
     assert lines[:2] == written
     assert summary2["eval"]["sft"] == summary["eval"]["sft"]
+
+    # the directory belongs to this run: a new run, or a resume with another task or seed, is refused before
+    # any work, naming each differing option with its old and new value
+    with pytest.raises(RunDirError, match="holds another run"):
+        run_main_job(_tiny(tmp_path, demo_cache))
+    with pytest.raises(RunDirError) as e:
+        run_main_job(_tiny(tmp_path, demo_cache, resume=True, task=5, seed=1))
+    assert "task: 4 -> 5" in str(e.value) and "seed: 0 -> 1" in str(e.value) and "alphas: [0.35, 0.65] -> [" in str(
+        e.value)
+    assert (out / "tgrpo/metrics.jsonl").read_text().splitlines() == lines
 
 
 def test_cli_stages(tmp_path, demo_cache, capsys):
