@@ -14,6 +14,11 @@ it override it). The options are those of :class:`libero_tgrpo.config.PipelineCo
 (:mod:`libero_tgrpo.options`); a bad value stops the command before any work. The async vector envs start
 their workers with forkserver; this module's entry point is the console script (or ``python -m
 libero_tgrpo``), which is import-safe.
+
+An output directory holds one run (:class:`libero_tgrpo.stages.RunDir`): ``--resume`` continues it with the
+same options, ``--resume-or-start`` resumes or starts, ``--overwrite`` replaces it; a second writer is
+refused. The output directory is checked before any long work; an expected error is one line on stderr and
+exit code 2 (``--debug``: with its traceback), an interrupt exit code 130.
 """
 
 from __future__ import annotations
