@@ -26,8 +26,8 @@ from libero_tgrpo.policies import build_policy, save_policy
 from libero_tgrpo.progress import say as _default_say
 from libero_tgrpo.versions import machine, now, versions
 
-__all__ = ["RunDir", "RunDirError", "run_identity", "file_digest", "RUN_RECORD", "NOT_IDENTITY", "SharedEvalEnvs", "observation_space", "eval_config_kwargs", "run_demos", "run_sft", "run_train",
-           "run_eval"]
+__all__ = ["RunDir", "RunDirError", "run_identity", "file_digest", "RUN_RECORD", "NOT_IDENTITY", "SharedEvalEnvs",
+           "observation_space", "eval_config_kwargs", "run_demos", "run_sft", "run_train", "run_eval"]
 
 T = TypeVar("T")
 Say = Callable[[str], None]
