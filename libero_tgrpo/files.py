@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["atomic_write", "write_json", "write_text", "json_default", "DirLock", "DirLockedError", "RunDirError", "LOCK_NAME",
-           "check_writable"]
+__all__ = ["atomic_write", "write_json", "write_text", "json_default", "DirLock", "DirLockedError", "RunDirError",
+           "LOCK_NAME", "check_writable"]
 
 LOCK_NAME = ".lock"
 """The lock file of a run directory (it holds the pid of the process that writes the directory)."""

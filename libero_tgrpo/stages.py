@@ -38,9 +38,10 @@ RUN_RECORD = "run.json"
 decide its results) and when it was started."""
 
 NOT_IDENTITY = frozenset({"output_dir", "resume", "resume_or_start", "overwrite", "progress", "video",
-                          "rl.iterations", "demos.demo_cache", "demos.workers"})
-"""Options that may change when a run is resumed: where and how it runs and how long RL goes on, not what it
-computes (the demonstrations' content is compared by its digest, not by where the cache lies)."""
+                          "vectorization", "ray_address", "rl.iterations", "demos.demo_cache", "demos.workers"})
+"""Options that may change when a run is resumed: where and how it runs (local or Ray envs, the cluster) and
+how long RL goes on, not what it computes (the demonstrations' content is compared by its digest, not by where
+the cache lies)."""
 
 _LEGACY_MARKERS = ("config.json", "command.txt", "checkpoint.pt", "metrics.jsonl", "metrics.csv", "policy.pt",
                    "eval.json", "summary.json")
