@@ -442,7 +442,7 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         if created:
             _remove_if_unused(out)
-        if isinstance(e, _expected_errors()):
+        if isinstance(e, _expected_errors()) or type(e).__module__.startswith("ray."):  # Ray: a lost actor or node
             _fail(name, _one_line(e))
         print(f"libero-tgrpo {name}: internal error: {type(e).__name__}: {_one_line(e)}"
               + ("" if debug else " (run again with --debug for the traceback)"), file=sys.stderr)
