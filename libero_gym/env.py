@@ -262,6 +262,11 @@ class LiberoObjectEnv(gym.Env):
 
         Set it per sub-env of a vector env with ``envs.set_attr("next_init_state", [k0, k1, ...])``.
         """
+        self.next_placement_seed: int | None = None
+        """Placement seed used by the next reset when neither ``init_state`` nor ``placement_seed`` is given (and
+        no ``next_init_state`` is set), then cleared: a vector env's autoresets can be sent to chosen training
+        placements with ``envs.set_attr("next_placement_seed", [s0, s1, ...])``.
+        """
 
     # ------------------------------------------------------------------ properties
     @property
@@ -395,6 +400,9 @@ class LiberoObjectEnv(gym.Env):
                     f"{NUM_INIT_STATES - 1}."
                 )
         placement_seed = options.get("placement_seed")
+        if placement_seed is None and init_state is None:
+            placement_seed = self.next_placement_seed
+        self.next_placement_seed = None
         if placement_seed is None:
             placement_seed = int(self.np_random.integers(0, 2**31 - 1))
         elif isinstance(placement_seed, bool) or not isinstance(placement_seed, (int, np.integer)):

@@ -50,6 +50,12 @@ def _set_init_states(envs: Any, states: list[int | None]) -> None:
     base.set_attr("next_init_state", states)
 
 
+def _set_placement_seeds(envs: Any, seeds: list[int | None]) -> None:
+    """Training placement (by its placement seed) of each sub-env's next reset (None: a random one)."""
+    base = getattr(envs, "unwrapped", envs)
+    base.set_attr("next_placement_seed", seeds)
+
+
 def summarize_episodes(episodes: Sequence[dict[str, Any]]) -> dict[str, float]:
     """Success rates and length statistics of per-episode records (``success``, ``placed``, ``length``,
     ``max_stage``).
@@ -95,8 +101,13 @@ def evaluate_benchmark(
     seed: int = 0,
     progress: bool = True,
     log: Callable[[str], None] | None = None,
+    placement_seeds: Sequence[int] | None = None,
 ) -> dict[str, Any]:
     """Evaluate ``policy`` on benchmark initial states, one episode per state.
+
+    With ``placement_seeds`` it evaluates on seeded training placements instead (one episode per placement
+    seed, the env's ``placement_seed`` reset option): held-out scenes from the training distribution, for
+    choosing settings without looking at the benchmark states.
 
     Args:
         envs: a LIBERO-Object vector env (:func:`libero_tgrpo.envs.make_eval_envs`) whose step limit is
@@ -104,26 +115,42 @@ def evaluate_benchmark(
             sub-envs run the release check (``release_check=True``); the staged-reward wrapper is optional
             (it adds ``max_stage`` to the records).
         policy: a :class:`tgrpo.TokenActionPolicy`.
-        states: benchmark state indices (default: all 50).
+        states: benchmark state indices (default: all 50; must be None with ``placement_seeds``).
         max_steps: step cap of an episode; the env must truncate there (280 for the registered ids).
         temperature: 0 for greedy decoding, > 0 to sample.
         seed: seeds torch's sampler (with ``temperature > 0``) and the env resets.
         progress: show a tqdm bar over episodes.
         log: called with a summary line.
+        placement_seeds: evaluate on these training placements instead of benchmark states (ints >= 0).
 
     Returns:
-        ``summary`` (:func:`summarize_episodes`), ``episodes`` (one record per state: ``init_state``,
-        ``success``, ``placed``, ``length``, ``max_stage``), ``temperature``, ``max_steps``, ``seed``,
-        ``env_steps``, ``time_s``, ``steps_per_s``.
+        ``summary`` (:func:`summarize_episodes`), ``episodes`` (one record per state or placement:
+        ``init_state`` (None for a placement), ``placement_seed`` (with ``placement_seeds``), ``success``,
+        ``placed``, ``length``, ``max_stage``), ``temperature``, ``max_steps``, ``seed``, ``env_steps``,
+        ``time_s``, ``steps_per_s``.
 
     Raises:
-        ValueError: for a state outside 0-49, an env without the release check or with another end of
-            episode than LIBERO's success, or an env that runs an episode past ``max_steps``.
+        ValueError: for a state outside 0-49, a negative placement seed, both states and placement seeds, an
+            env without the release check or with another end of episode than LIBERO's success, or an env that
+            runs an episode past ``max_steps``.
     """
-    states = list(range(NUM_INIT_STATES)) if states is None else [int(s) for s in states]
-    bad = [s for s in states if not 0 <= s < NUM_INIT_STATES]
-    if bad or not states:
-        raise ValueError(f"states={bad or states} are not accepted: give benchmark states in 0-{NUM_INIT_STATES - 1}.")
+    if placement_seeds is not None:
+        if states is not None:
+            raise ValueError("give either states (benchmark states) or placement_seeds (training placements), "
+                             "not both.")
+        items = [int(s) for s in placement_seeds]
+        bad = [s for s in items if s < 0]
+        if bad or not items:
+            raise ValueError(f"placement_seeds={bad or items} are not accepted: give one or more ints >= 0.")
+        set_next = _set_placement_seeds
+    else:
+        items = list(range(NUM_INIT_STATES)) if states is None else [int(s) for s in states]
+        bad = [s for s in items if not 0 <= s < NUM_INIT_STATES]
+        if bad or not items:
+            raise ValueError(f"states={bad or items} are not accepted: give benchmark states in "
+                             f"0-{NUM_INIT_STATES - 1}.")
+        set_next = _set_init_states
+    key = "init_state" if placement_seeds is None else "placement_seed"
     if temperature < 0:
         raise ValueError(f"temperature={temperature!r} is not accepted: 0 (greedy) or > 0 (sampling).")
     _check_eval_env(envs)
@@ -131,9 +158,9 @@ def evaluate_benchmark(
     t_start = time.perf_counter()
     generator_state = torch.random.get_rng_state()
     torch.manual_seed(seed)
-    queue = list(states)
+    queue = list(range(len(items)))  # indices into items, in order
     current: list[int | None] = [queue.pop(0) if queue else None for _ in range(m)]
-    _set_init_states(envs, list(current))
+    set_next(envs, [None if c is None else items[c] for c in current])
     obs, info = envs.reset(seed=seed)
     instr = read_instructions(envs, info)
     steps = np.zeros(m, dtype=int)
@@ -142,7 +169,7 @@ def evaluate_benchmark(
     resetting = np.zeros(m, dtype=bool)  # NEXT_STEP autoreset: this step of sub-env i is its reset step
     records: list[dict[str, Any]] = []
     env_steps = 0
-    bar = progress_bar(progress, len(states), "eval", "ep")
+    bar = progress_bar(progress, len(items), "eval", "ep")
     try:
         while any(c is not None for c in current) or resetting.any():
             with torch.no_grad():
@@ -175,7 +202,9 @@ def evaluate_benchmark(
                 if done[i]:
                     records.append(
                         {
-                            "init_state": current[i],
+                            "index": current[i],
+                            "init_state": items[current[i]] if key == "init_state" else None,
+                            **({} if key == "init_state" else {"placement_seed": items[current[i]]}),
                             "success": bool(success[i]),
                             "placed": bool(success[i] and released_ok[i]),
                             "length": int(steps[i]),
@@ -187,11 +216,13 @@ def evaluate_benchmark(
                     next_states[i] = current[i]
                     resetting[i] = current[i] is not None
             if any(s is not None for s in next_states):
-                _set_init_states(envs, next_states)
+                set_next(envs, [None if c is None else items[c] for c in next_states])
     finally:
         bar.close()
         torch.random.set_rng_state(generator_state)
-    records.sort(key=lambda r: states.index(r["init_state"]))
+    records.sort(key=lambda r: r["index"])
+    for r in records:
+        del r["index"]
     elapsed = time.perf_counter() - t_start
     out = {
         "summary": summarize_episodes(records),

@@ -142,6 +142,43 @@ def test_eval_episodes_start_from_the_requested_benchmark_states_deterministical
     np.testing.assert_array_equal(b.seen[0][0], first_seen[9])
 
 
+def _first_obs_of_placement(seed):
+    env = gym.make(env_id(4), obs_mode="state")
+    try:
+        obs, _ = env.reset(seed=123, options={"placement_seed": seed})
+    finally:
+        env.close()
+    return obs["state"]
+
+
+def test_eval_on_placement_seeds_starts_each_episode_on_its_placement():
+    # Held-out tuning evaluates on seeded training placements: every episode must start on the scene of its
+    # placement seed (not on a benchmark state, not on a placement drawn from the sub-env's RNG).
+    steps, seeds = 5, [8_000_000, 8_000_001, 8_000_002]
+    envs = make_eval_envs(4, 2, max_episode_steps=steps)
+    try:
+        a = ReachPolicy()
+        res = evaluate_benchmark(envs, a, placement_seeds=seeds, max_steps=steps, progress=False)
+    finally:
+        envs.close()
+    assert [e["placement_seed"] for e in res["episodes"]] == seeds
+    assert all(e["init_state"] is None and e["length"] == steps for e in res["episodes"])
+    # sub-envs 0 and 1 start on the first two placements; sub-env 0 then gets the third (see the test above)
+    first_seen = {seeds[0]: a.seen[0][0], seeds[1]: a.seen[0][1], seeds[2]: a.seen[steps + 1][0]}
+    alone = {s: _first_obs_of_placement(s) for s in seeds}
+    for s in seeds:
+        np.testing.assert_allclose(first_seen[s], alone[s], atol=1e-6, err_msg=f"placement seed {s}")
+    assert not np.allclose(alone[seeds[0]], alone[seeds[1]])
+    assert not np.allclose(alone[seeds[0]], alone[seeds[2]])
+
+
+def test_placement_seeds_and_states_are_exclusive(policy):
+    with pytest.raises(ValueError, match="not both"):
+        evaluate_benchmark(None, policy, [0], placement_seeds=[1])
+    with pytest.raises(ValueError, match="placement_seeds=\\[-1\\]"):
+        evaluate_benchmark(None, policy, placement_seeds=[-1])
+
+
 def test_bad_states_are_rejected(policy):
     with pytest.raises(ValueError, match="0-49"):
         evaluate_benchmark(None, policy, [50])
