@@ -1,0 +1,515 @@
+"""Held-out tuning of the RL settings: chosen on seeded training placements, never on the benchmark states.
+
+The 50 benchmark states of a task are the evaluation set of the paper table; settings picked by looking at
+them overfit them. This sweep scores each setting on *held-out training placements* instead: scenes drawn
+by the env's own placement sampler from fixed placement seeds (``HELDOUT_PLACEMENT_OFFSET + j``, j = 0 .. N-1),
+the same N scenes for every setting and seed, disjoint from the placements RL trains on
+(``libero_tgrpo.envs.TRAIN_PLACEMENT_OFFSET + seed + k * M``) and from the demonstrations' (drawn from their
+reset seeds).
+
+One *unit* is one (task, setting, seed): SFT from the cached demonstrations (trained once per task and seed
+and shared by every setting), RL with the setting (the main job's config, ``libero_tgrpo.PipelineConfig``
+defaults, with the setting's changes), then a greedy evaluation on the N held-out placements reporting LIBERO's
+success (``is_success``) and *placed* (object released in an undisturbed basket). The SFT policy of each
+(task, seed) is scored on the same placements (unit ``sft``), so every RL unit has its own baseline. Each unit
+is one JSON file under ``--out-dir``, written atomically when it finishes; ``run`` skips the units that exist,
+so the sweep can be stopped and restarted at any point. ``summary`` writes
+``benchmarks/results/tuning_sweep.{md,json,png}``.
+
+A *setting* is (learning rate, KL beta, temperature, update schedule, target KL); ``run`` sweeps the product of
+the lists it is given. Everything else is the main job's, except what the unit-size flags change (iterations,
+group size, number of held-out placements, evaluation envs).
+
+Usage:
+    python -m benchmarks.tuning_sweep run                  # the default plan (~90 min on 2 cores), resumable
+    python -m benchmarks.tuning_sweep run --lrs 1e-4,3e-5,1e-5 --kl-betas 0.04 --seeds 0-4
+    python -m benchmarks.tuning_sweep run --iterations 2 --num-envs 2 --eval-placements 2 --seeds 0 \\
+        --lrs 1e-4 --kl-betas 0.04 --out-dir outputs/tuning_tiny --results-dir outputs/tuning_tiny
+    python -m benchmarks.tuning_sweep list                 # the plan and what is done
+    python -m benchmarks.tuning_sweep summary              # tables and chart from the finished units
+
+Default plan: Task4 (the main job's task), seeds 0-2, lr in {1e-4 (the main job's), 3e-5} x KL beta in
+{0.04 (the main job's), 0.2}, temperature 1.0, per-step schedule, 30 iterations of M = 8, 30 held-out
+placements: 12 RL units + 3 SFT units, about 4-5 minutes per RL unit on an idle 2-core machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import sys
+import time
+import traceback
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks._common import parse_ints
+from libero_tgrpo.files import write_json, write_text
+
+DEFAULT_OUT = "outputs/tuning_sweep"
+RESULTS = Path(__file__).resolve().parent / "results"
+HELDOUT_PLACEMENT_OFFSET = 8_000_000
+"""Held-out placement ``j`` of the sweep's evaluation is drawn from placement seed ``HELDOUT_PLACEMENT_OFFSET + j``.
+Training groups use ``TRAIN_PLACEMENT_OFFSET (7_000_000) + seed + k * M``, which stays below it for any
+realistic run (checked before a unit starts)."""
+SELECTION_METRIC = "placed_rate"
+"""The held-out metric that ranks settings (the strict one, which training optimises); LIBERO's success is
+reported beside it."""
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One point of the sweep: the RL options it changes from the main job's."""
+
+    lr: float
+    kl_beta: float
+    temperature: float
+    update_schedule: str = "per_step"
+    target_kl: float | None = None
+
+    @property
+    def key(self) -> str:
+        """``lr0.0001_beta0.04_temp1_per_step`` (plus ``_tkl<value>`` with a target KL)."""
+        key = f"lr{self.lr:g}_beta{self.kl_beta:g}_temp{self.temperature:g}_{self.update_schedule}"
+        return key if self.target_kl is None else f"{key}_tkl{self.target_kl:g}"
+
+    def overrides(self) -> dict[str, Any]:
+        """``PipelineConfig.replace`` changes of the setting."""
+        out: dict[str, Any] = {"rl.lr": self.lr, "rl.kl_beta": self.kl_beta, "rl.temperature": self.temperature,
+                               "rl.update_schedule": self.update_schedule}
+        if self.target_kl is not None:
+            out["rl.target_kl"] = self.target_kl
+        return out
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One (task, setting, seed); ``setting`` None is the SFT policy of the (task, seed)."""
+
+    task: int
+    seed: int
+    setting: Setting | None = None
+
+    @property
+    def key(self) -> str:
+        """``task4_lr0.0001_beta0.04_temp1_per_step_seed0`` or ``task4_sft_seed0``."""
+        return f"task{self.task}_{'sft' if self.setting is None else self.setting.key}_seed{self.seed}"
+
+    def path(self, out_dir: Path) -> Path:
+        """The unit's JSON file."""
+        return out_dir / "units" / f"{self.key}.json"
+
+    def failed_path(self, out_dir: Path) -> Path:
+        """Where a failed attempt at the unit is recorded."""
+        return out_dir / "failed" / f"{self.key}.json"
+
+    def sft_dir(self, out_dir: Path) -> Path:
+        """The SFT policy shared by every setting of the (task, seed)."""
+        return out_dir / "sft" / f"task{self.task}_seed{self.seed}"
+
+    def run_dir(self, out_dir: Path) -> Path:
+        """The RL run of the unit."""
+        return out_dir / "runs" / self.key
+
+
+def settings_grid(lrs: list[float], kl_betas: list[float], temperatures: list[float], schedules: list[str],
+                  target_kls: list[float | None]) -> list[Setting]:
+    """Every combination of the lists, in order."""
+    return [Setting(lr, b, t, s, k) for lr, b, t, s, k in itertools.product(lrs, kl_betas, temperatures,
+                                                                              schedules, target_kls)]
+
+
+def plan(tasks: list[int], seeds: list[int], settings: list[Setting]) -> list[Unit]:
+    """Per seed and task: the SFT unit, then one unit per setting."""
+    return [Unit(task, seed, s) for seed in seeds for task in tasks for s in [None, *settings]]
+
+
+def heldout_placements(n: int) -> list[int]:
+    """The placement seeds of the ``n`` held-out evaluation scenes."""
+    return [HELDOUT_PLACEMENT_OFFSET + j for j in range(n)]
+
+
+@dataclass(frozen=True)
+class UnitSize:
+    """What one unit costs: RL iterations, group size, held-out placements, evaluation envs."""
+
+    iterations: int | None = None
+    num_envs: int | None = None
+    eval_placements: int = 30
+    eval_envs: int = 2
+    quiet: bool = False
+
+    def overrides(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"progress": not self.quiet, "eval.envs": self.eval_envs}
+        if self.iterations is not None:
+            out["rl.iterations"] = self.iterations
+        if self.num_envs is not None:
+            out["num_envs"] = self.num_envs
+        return out
+
+
+def _config(unit: Unit, size: UnitSize, out_dir: Path) -> Any:
+    from libero_tgrpo.config import PipelineConfig
+
+    changes = {**size.overrides(), **({} if unit.setting is None else unit.setting.overrides())}
+    cfg = PipelineConfig(task=unit.task, seed=unit.seed, output_dir=str(unit.sft_dir(out_dir)), video=False)
+    return cfg.replace(**changes)
+
+
+def _check_disjoint(cfg: Any) -> None:
+    from libero_tgrpo.envs import TRAIN_PLACEMENT_OFFSET
+
+    last = TRAIN_PLACEMENT_OFFSET + cfg.seed + cfg.rl.iterations * cfg.num_envs
+    if last >= HELDOUT_PLACEMENT_OFFSET:
+        raise SystemExit(f"training placement seeds reach {last}, into the held-out ones from "
+                         f"{HELDOUT_PLACEMENT_OFFSET}: use a smaller seed, fewer iterations or a smaller group")
+
+
+def sft_policy(unit: Unit, cfg: Any, out_dir: Path) -> tuple[Any, dict[str, Any], dict[str, float]]:
+    """The SFT policy of the unit's (task, seed): loaded when on disk, else trained from the cached demos."""
+    from libero_tgrpo.policies import load_policy
+    from libero_tgrpo.stages import run_demos, run_sft
+
+    path = unit.sft_dir(out_dir) / "policy.pt"
+    if path.is_file():
+        policy, spec, _ = load_policy(path)
+        return policy, spec, {}
+    t0 = time.perf_counter()
+    demos, _ = run_demos(cfg)
+    t1 = time.perf_counter()
+    policy, spec, _ = run_sft(cfg, demos, unit.sft_dir(out_dir))
+    return policy, spec, {"demos": t1 - t0, "sft": time.perf_counter() - t1}
+
+
+def evaluate_heldout(policy: Any, cfg: Any, n: int) -> dict[str, Any]:
+    """Greedy evaluation of ``policy`` on the ``n`` held-out training placements of ``cfg.task``."""
+    from libero_tgrpo.envs import make_eval_envs
+    from libero_tgrpo.evaluation import evaluate_benchmark
+
+    e = cfg.eval
+    envs = make_eval_envs(cfg.task, min(e.envs, n), obs_mode=cfg.obs_mode, max_episode_steps=e.max_steps)
+    try:
+        return evaluate_benchmark(envs, policy, placement_seeds=heldout_placements(n), max_steps=e.max_steps,
+                                  temperature=e.temperature, seed=cfg.seed, progress=cfg.progress)
+    finally:
+        envs.close()
+
+
+def run_unit(out_dir: Path, unit: Unit, size: UnitSize) -> dict[str, Any]:
+    """Run one unit (SFT policy, RL with the setting unless it is the SFT unit, held-out evaluation)."""
+    import torch
+
+    from benchmarks.paper_table import train_diagnostics, weights_digest
+    from libero_tgrpo.stages import run_train
+    from libero_tgrpo.versions import machine, now, versions
+
+    torch.set_num_threads(1)
+    cfg = _config(unit, size, out_dir)
+    _check_disjoint(cfg)
+    t0 = time.perf_counter()
+    policy, spec, timings = sft_policy(unit, cfg, out_dir)
+    record: dict[str, Any] = {"sft_policy": {"weights_sha256": weights_digest(policy)}}
+    if unit.setting is not None:
+        t1 = time.perf_counter()
+        result = run_train(cfg, policy, spec, unit.run_dir(out_dir))
+        timings["train"] = time.perf_counter() - t1
+        policy, hist = result.policy, result.history
+        record["train"] = {
+            "iterations": len(hist),
+            "env_steps": hist[-1].get("charts/env_steps") if hist else None,
+            "optimizer_steps": float(sum(h.get("losses/optimizer_steps", 0.0) for h in hist)),
+            "final_group_success": hist[-1].get("charts/success_rate") if hist else None,
+            **train_diagnostics(hist),
+        }
+    t1 = time.perf_counter()
+    res = evaluate_heldout(policy, cfg, size.eval_placements)
+    timings["eval"] = time.perf_counter() - t1
+    timings["total"] = time.perf_counter() - t0
+    s = res["summary"]
+    return {
+        "task": unit.task,
+        "seed": unit.seed,
+        "setting": None if unit.setting is None else asdict(unit.setting),
+        "setting_key": "sft" if unit.setting is None else unit.setting.key,
+        "success_rate": s["success_rate"],
+        "placed_rate": s["placed_rate"],
+        "summary": s,
+        "placement_seeds": [e["placement_seed"] for e in res["episodes"]],
+        "successes": [int(e["success"]) for e in res["episodes"]],
+        "placed": [int(e["placed"]) for e in res["episodes"]],
+        "lengths": [int(e["length"]) for e in res["episodes"]],
+        "unit_size": asdict(size),
+        "config": cfg.to_dict(),
+        "timings_s": {k: round(v, 1) for k, v in timings.items()},
+        "versions": versions(),
+        "machine": machine(),
+        "date": now(),
+        **record,
+    }
+
+
+# ---------------------------------------------------------------------------------------------- commands
+def _floats(text: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError as e:
+        raise SystemExit(f"{text!r} is not a comma-separated list of numbers: {e}") from e
+
+
+def _target_kls(text: str) -> list[float | None]:
+    return [None if v.strip().lower() in ("none", "off") else float(v) for v in text.split(",") if v.strip()]
+
+
+def _plan_from(args: argparse.Namespace) -> tuple[list[Unit], UnitSize]:
+    from tgrpo.config import UPDATE_SCHEDULES
+
+    schedules = [s.strip() for s in args.schedules.split(",") if s.strip()]
+    bad = [s for s in schedules if s not in UPDATE_SCHEDULES]
+    if bad:
+        raise SystemExit(f"--schedules {bad} not accepted: choose from {', '.join(UPDATE_SCHEDULES)}")
+    settings = settings_grid(_floats(args.lrs), _floats(args.kl_betas), _floats(args.temperatures), schedules,
+                             _target_kls(args.target_kls))
+    size = UnitSize(iterations=args.iterations, num_envs=args.num_envs, eval_placements=args.eval_placements,
+                    eval_envs=args.eval_envs, quiet=getattr(args, "quiet", False))
+    units = plan(parse_ints(args.tasks), parse_ints(args.seeds), settings)
+    # every config of the plan is built (and so checked) before any work starts
+    for u in units:
+        _check_disjoint(_config(u, size, Path(args.out_dir)))
+    if size.eval_placements < 1 or size.eval_envs < 1:
+        raise SystemExit(f"--eval-placements {size.eval_placements} and --eval-envs {size.eval_envs} must be >= 1")
+    return units, size
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    out_dir = Path(args.out_dir)
+    units, size = _plan_from(args)
+    todo = [u for u in units if not u.path(out_dir).is_file()]
+    print(f"{len(units)} units planned, {len(units) - len(todo)} done, {len(todo)} to run", flush=True)
+    start = time.perf_counter()
+    ran = 0
+    for unit in todo:
+        if args.max_units is not None and ran >= args.max_units:
+            break
+        if args.time_budget_min is not None and time.perf_counter() - start > 60 * args.time_budget_min:
+            print("time budget reached; run the same command again to continue", flush=True)
+            break
+        print(f"--- unit {unit.key}", flush=True)
+        ran += 1
+        try:
+            payload = run_unit(out_dir, unit, size)
+        except Exception as e:  # noqa: BLE001 - a failed unit is recorded and the plan goes on
+            traceback.print_exc()
+            write_json(unit.failed_path(out_dir), {"unit": unit.key, "error": f"{type(e).__name__}: {e}"})
+            continue
+        write_json(unit.path(out_dir), payload)
+        print(f"unit {unit.key}: held-out LIBERO success {100 * payload['success_rate']:.0f}%, placed "
+              f"{100 * payload['placed_rate']:.0f}% ({payload['timings_s']['total']:.0f}s)", flush=True)
+    if not args.no_summary:
+        summarize(out_dir, Path(args.results_dir))
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    out_dir = Path(args.out_dir)
+    units, _ = _plan_from(args)
+    for u in units:
+        path = u.path(out_dir)
+        if path.is_file():
+            d = json.loads(path.read_text())
+            print(f"{u.key}: done, LIBERO success {100 * d['success_rate']:.0f}%, placed {100 * d['placed_rate']:.0f}%")
+        else:
+            print(f"{u.key}: todo")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------- summary
+def load_units(out_dir: Path) -> list[dict[str, Any]]:
+    """Every finished unit under ``out_dir``."""
+    return [json.loads(p.read_text()) for p in sorted((out_dir / "units").glob("*.json"))]
+
+
+def aggregate(units: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per (task, setting): held-out rates (%) mean/std over seeds, the paired change from the SFT
+    policy of the same seed, how many seeds ended below their SFT, and the training diagnostics."""
+    sft = {(u["task"], u["seed"]): u for u in units if u["setting_key"] == "sft"}
+    groups: dict[tuple[int, str], list[dict[str, Any]]] = {}
+    for u in units:
+        groups.setdefault((u["task"], u["setting_key"]), []).append(u)
+    rows = []
+    for (task, key), us in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1] != "sft", kv[0][1])):
+        succ = np.array([100 * u["success_rate"] for u in us])
+        placed = np.array([100 * u["placed_rate"] for u in us])
+        base = [sft.get((task, u["seed"])) for u in us]
+        d_placed = [100 * (u["placed_rate"] - b["placed_rate"]) for u, b in zip(us, base) if b is not None]
+        d_succ = [100 * (u["success_rate"] - b["success_rate"]) for u, b in zip(us, base) if b is not None]
+        train = [u.get("train") or {} for u in us]
+        kl = [t["ref_kl_max"] for t in train if "ref_kl_max" in t]
+        rows.append({
+            "task": task, "setting": key, "seeds": [u["seed"] for u in us], "n": len(us),
+            "success_mean": float(succ.mean()), "success_std": float(succ.std(ddof=1)) if len(us) > 1 else 0.0,
+            "placed_mean": float(placed.mean()), "placed_std": float(placed.std(ddof=1)) if len(us) > 1 else 0.0,
+            "placed_minus_sft": float(np.mean(d_placed)) if d_placed and key != "sft" else None,
+            "success_minus_sft": float(np.mean(d_succ)) if d_succ and key != "sft" else None,
+            "below_sft": int(sum(d < 0 for d in d_placed)) if key != "sft" else None,
+            "ref_kl_max": float(max(kl)) if kl else None,
+            "env_steps": float(np.mean([t["env_steps"] for t in train if t.get("env_steps") is not None]))
+            if any(t.get("env_steps") is not None for t in train) else None,
+            "optimizer_steps": float(np.mean([t["optimizer_steps"] for t in train if "optimizer_steps" in t]))
+            if any("optimizer_steps" in t for t in train) else None,
+        })
+    return rows
+
+
+def best_setting(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The setting with the highest held-out placed rate averaged over tasks (ties: LIBERO success), among
+    the settings run on every task that has any RL unit."""
+    rl = [r for r in rows if r["setting"] != "sft"]
+    tasks = {r["task"] for r in rl}
+    by: dict[str, list[dict[str, Any]]] = {}
+    for r in rl:
+        by.setdefault(r["setting"], []).append(r)
+    full = {k: v for k, v in by.items() if {r["task"] for r in v} == tasks}
+    if not full:
+        return None
+    key = max(full, key=lambda k: (np.mean([r["placed_mean"] for r in full[k]]),
+                                   np.mean([r["success_mean"] for r in full[k]])))
+    return {"setting": key, "placed_mean": float(np.mean([r["placed_mean"] for r in full[key]])),
+            "success_mean": float(np.mean([r["success_mean"] for r in full[key]])), "tasks": sorted(tasks)}
+
+
+def summarize(out_dir: Path, results_dir: Path = RESULTS) -> dict[str, Any] | None:
+    """Write ``tuning_sweep.{md,json,png}`` to ``results_dir`` from the units under ``out_dir``."""
+    units = load_units(out_dir)
+    if not units:
+        print(f"no finished units under {out_dir}; nothing to summarise", flush=True)
+        return None
+    rows = aggregate(units)
+    best = best_setting(rows)
+    size = units[0].get("unit_size", {})
+    n_place = len(units[0].get("placement_seeds", []))
+
+    def pm(mean: float, std: float, n: int) -> str:
+        return f"{mean:.1f} ± {std:.1f}" if n > 1 else f"{mean:.0f}"
+
+    def opt(v: float | None, fmt: str) -> str:
+        return "-" if v is None else format(v, fmt)
+
+    lines = [
+        "# Held-out tuning sweep: RL settings scored on training placements",
+        "",
+        f"Each row: one setting on one task, mean ± std over seeds of the greedy success on {n_place} held-out "
+        f"training placements (placement seeds {HELDOUT_PLACEMENT_OFFSET} + j; never the 50 benchmark states). "
+        "*Placed* (released in an undisturbed basket) ranks the settings; LIBERO's success is beside it. "
+        "Δ SFT is paired by seed with the SFT policy of the same seed on the same placements; "
+        "*below SFT* counts seeds whose placed rate fell under their SFT's.",
+        "",
+        "| task | setting | seeds | placed % | LIBERO success % | Δ SFT placed | Δ SFT success | below SFT | "
+        "KL to SFT max | env steps | optimizer steps |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| T{r['task']} | {r['setting']} | {r['n']} | {pm(r['placed_mean'], r['placed_std'], r['n'])} | "
+            f"{pm(r['success_mean'], r['success_std'], r['n'])} | {opt(r['placed_minus_sft'], '+.1f')} | "
+            f"{opt(r['success_minus_sft'], '+.1f')} | {opt(r['below_sft'], 'd')} | {opt(r['ref_kl_max'], '.2f')} | "
+            f"{opt(r['env_steps'], '.0f')} | {opt(r['optimizer_steps'], '.0f')} |")
+    if best is not None:
+        lines += ["", f"Best setting by held-out placed rate: **{best['setting']}** (placed {best['placed_mean']:.1f}%, "
+                  f"LIBERO success {best['success_mean']:.1f}%, tasks {best['tasks']})."]
+    failed = [json.loads(p.read_text()) for p in sorted((out_dir / "failed").glob("*.json"))]
+    failed = [f for f in failed if not (out_dir / "units" / f"{f['unit']}.json").is_file()]
+    if failed:
+        lines += ["", "Failed units (rerun `run` to retry): " + "; ".join(f"{f['unit']} ({f['error']})" for f in failed)]
+    vers = units[0].get("versions", {})
+    mach = units[0].get("machine", {})
+    lines += ["", f"Units finished: {len(units)}. Unit size: {size}.",
+              "Command: `python -m benchmarks.tuning_sweep run` (resumable; see the module docstring for the flags), "
+              "then `python -m benchmarks.tuning_sweep summary`.",
+              "", "Versions: " + ", ".join(f"{k} {v}" for k, v in vers.items()),
+              f"Machine: {mach.get('cpu_model', '?')} ({mach.get('cpu_count', '?')} cores).", "",
+              "![held-out placed rate per setting](tuning_sweep.png)", ""]
+    write_text(results_dir / "tuning_sweep.md", "\n".join(lines))
+    payload = {"rows": rows, "best": best, "heldout_placement_offset": HELDOUT_PLACEMENT_OFFSET,
+               "units": [{k: u[k] for k in ("task", "seed", "setting", "setting_key", "success_rate", "placed_rate",
+                                            "placement_seeds", "unit_size", "timings_s", "versions", "machine",
+                                            "date") if k in u} | {"train": u.get("train")} for u in units]}
+    write_json(results_dir / "tuning_sweep.json", payload)
+    _plot(rows, results_dir / "tuning_sweep.png")
+    print(f"wrote {results_dir / 'tuning_sweep.md'} ({len(units)} units)", flush=True)
+    return payload
+
+
+def _plot(rows: list[dict[str, Any]], path: Path) -> None:
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError:
+        print("matplotlib not installed: chart skipped", file=sys.stderr)
+        return
+    fig = Figure(figsize=(max(6, 0.9 * len(rows) + 2), 4.5))
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    x = np.arange(len(rows))
+    ax.bar(x - 0.2, [r["placed_mean"] for r in rows], 0.4, yerr=[r["placed_std"] for r in rows], capsize=3,
+           label="placed")
+    ax.bar(x + 0.2, [r["success_mean"] for r in rows], 0.4, yerr=[r["success_std"] for r in rows], capsize=3,
+           label="LIBERO success")
+    ax.set_xticks(x)
+    ax.set_xticklabels([f"T{r['task']} {r['setting']}" for r in rows], rotation=60, ha="right", fontsize=7)
+    ax.set_ylabel("held-out success (%)")
+    ax.set_ylim(0, 105)
+    ax.set_title("Held-out training placements (mean ± std over seeds)", fontsize=10)
+    ax.legend(fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(str(path), dpi=100)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.tuning_sweep", description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="command", required=True)
+    for name in ("run", "list"):
+        p = sub.add_parser(name, help="run the missing units" if name == "run" else "show the plan and what is done")
+        p.add_argument("--tasks", default="4", help="tasks (default: %(default)s)")
+        p.add_argument("--seeds", default="0-2", help="seeds (default: %(default)s)")
+        p.add_argument("--lrs", default="1e-4,3e-5", help="RL learning rates (default: %(default)s)")
+        p.add_argument("--kl-betas", default="0.04,0.2", help="KL weights (default: %(default)s)")
+        p.add_argument("--temperatures", default="1.0", help="rollout temperatures (default: %(default)s)")
+        p.add_argument("--schedules", default="per_step", help="update schedules (default: %(default)s)")
+        p.add_argument("--target-kls", default="none",
+                       help="target KL of the early stop ('none': off) (default: %(default)s)")
+        p.add_argument("--iterations", type=int, default=None, help="RL iterations (default: the main job's)")
+        p.add_argument("--num-envs", type=int, default=None, help="group size M (default: the main job's)")
+        p.add_argument("--eval-placements", type=int, default=30,
+                       help="held-out placements per evaluation (default: %(default)s)")
+        p.add_argument("--eval-envs", type=int, default=2, help="envs of each evaluation (default: %(default)s)")
+        p.add_argument("--out-dir", default=DEFAULT_OUT, help="units, SFT policies and runs (default: %(default)s)")
+        if name == "run":
+            p.add_argument("--max-units", type=int, default=None, help="stop after this many new units")
+            p.add_argument("--time-budget-min", type=float, default=None,
+                           help="start no new unit after this many minutes")
+            p.add_argument("--results-dir", default=str(RESULTS), help="where the summary goes (default: %(default)s)")
+            p.add_argument("--no-summary", action="store_true", help="do not rebuild the summary at the end")
+            p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p = sub.add_parser("summary", help="build the tables and the chart from the finished units")
+    p.add_argument("--out-dir", default=DEFAULT_OUT, help="units (default: %(default)s)")
+    p.add_argument("--results-dir", default=str(RESULTS), help="where to write (default: %(default)s)")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "run":
+        return cmd_run(args)
+    if args.command == "list":
+        return cmd_list(args)
+    summarize(Path(args.out_dir), Path(args.results_dir))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
