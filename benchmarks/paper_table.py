@@ -444,8 +444,9 @@ def _section_ours(t: Table) -> list[str]:
         "",
         "Success rate (%) over the 50 benchmark states (greedy, 280 steps), mean ± standard deviation over "
         "seeds (number of seeds in brackets). Every RL run of a (task, seed) starts from that seed's SFT policy. "
-        "TGRPO and its ablations use the paper's α ratio per task, normalised to α1 + α2 = 1 "
-        "(`docs/pipeline.md`; Tasks 4, 5, 6, 9 and 10 already sum to 1). "
+        "TGRPO uses the paper's α ratio per task, normalised to α1 + α2 = 1 "
+        "(`docs/pipeline.md`; Tasks 4, 5, 6, 9 and 10 already sum to 1); step-only is (1, 0) and "
+        "trajectory-only (0, 1) (zeroed before normalising), all with the same β, learning rate and schedule. "
         "Paper: OpenVLA-7B, best of several runs (SPEC §4).",
         "",
         "## Ours",

@@ -228,8 +228,12 @@ def method_alphas(
     reference KL of about 9 and fell from 28% (SFT) to 0% (``docs/pipeline.md``). Pairs that already sum to
     1 (Tasks 4, 5, 6, 9 and 10) are unchanged.
 
-    ``step_only`` then sets ``alpha2 = 0`` and ``traj_only`` sets ``alpha1 = 0``; the other weight keeps its
-    value, as in the paper's ablations. PPO does not use them.
+    ``step_only`` sets ``alpha2 = 0`` and ``traj_only`` sets ``alpha1 = 0`` *before* the normalisation, so the
+    ablations are ``(1, 0)`` and ``(0, 1)``: the remaining advantage has the same unit weight as TGRPO's pair,
+    and every method faces the same effective KL weight, learning rate and schedule. (Zeroing after the
+    normalisation left e.g. trajectory-only on Task2 with alpha2 = 0.091 and step-only on Task10 with
+    alpha1 = 0.3, each against a different effective KL strength.) Without ``normalize`` the ablations keep
+    the other raw weight, as in the paper. PPO does not use them.
 
     Raises:
         ValueError: for an unknown method, a negative weight, or two zero weights.
@@ -244,13 +248,18 @@ def method_alphas(
             f"alpha1={a1!r} and alpha2={a2!r} are not accepted: at least one must be > 0 (with both 0 the "
             "advantage is 0 and the policy does not learn); use --method step_only or traj_only for ablations."
         )
-    if normalize:
-        total = a1 + a2
-        a1, a2 = a1 / total, a2 / total
     if method == "step_only":
         a2 = 0.0
     elif method == "traj_only":
         a1 = 0.0
+    if a1 + a2 <= 0:
+        raise ConfigError(
+            f"method={method!r} keeps only a weight that is 0 (alpha1={a1!r}, alpha2={a2!r}): give that "
+            f"advantage a weight > 0 or choose another method."
+        )
+    if normalize:
+        total = a1 + a2
+        a1, a2 = a1 / total, a2 / total
     return a1, a2
 
 

@@ -27,14 +27,23 @@ def test_method_alphas_normalized_keep_the_paper_ratio():
     # Pairs that sum to 1 are returned bit for bit, so runs made before normalisation stay valid.
     for task in (4, 5, 6, 9, 10):
         assert method_alphas("tgrpo", task) == PAPER_ALPHAS[task]
-        assert method_alphas("step_only", task) == (PAPER_ALPHAS[task][0], 0.0)
     a1, a2 = method_alphas("tgrpo", 1)
     assert a1 + a2 == pytest.approx(1.0) and a1 / a2 == pytest.approx(10.0)
-    assert method_alphas("step_only", 1) == (pytest.approx(10 / 11), 0.0)
-    assert method_alphas("traj_only", 3) == (0.0, pytest.approx(5 / 15))
     assert method_alphas("tgrpo", 4, alpha1=3.0, alpha2=1.0) == (0.75, 0.25)
     with pytest.raises(ValueError, match="at least one must be > 0"):
         method_alphas("tgrpo", 4, alpha1=0.0, alpha2=0.0)
+
+
+def test_ablations_are_normalised_after_zeroing_on_every_task():
+    # step-only is (1, 0) and trajectory-only (0, 1) whatever the task's pair: the kept advantage has the same
+    # unit weight as TGRPO's normalised pair, so every method faces the same effective KL strength.
+    for task in range(1, 11):
+        assert method_alphas("step_only", task) == (1.0, 0.0), task
+        assert method_alphas("traj_only", task) == (0.0, 1.0), task
+        assert sum(method_alphas("tgrpo", task)) == pytest.approx(1.0)
+    assert method_alphas("traj_only", 4, alpha1=3.0, alpha2=0.5) == (0.0, 1.0)
+    with pytest.raises(ValueError, match="keeps only a weight that is 0"):
+        method_alphas("step_only", 4, alpha1=0.0)
 
 
 def test_method_alphas_errors():
