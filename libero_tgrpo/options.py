@@ -110,7 +110,7 @@ OPTIONS: dict[type, dict[str, Flag | None]] = {
         "update_schedule": Flag("update-schedule", choices=UPDATE_SCHEDULES), "epochs": Flag("rl-epochs"),
         "minibatch_size": Flag("minibatch-size"), "rollout_mode": Flag("rollout-mode", choices=ROLLOUT_MODES),
         "ratio_level": Flag("ratio-level", choices=RATIO_LEVELS), "max_grad_norm": Flag("max-grad-norm"),
-        "weight_decay": Flag("weight-decay"),
+        "weight_decay": Flag("weight-decay"), "target_kl": Flag("target-kl"), "target_ref_kl": Flag("target-ref-kl"),
     },
     PPOConfig: {"epochs": Flag("ppo-epochs"), "gamma": Flag("ppo-gamma"), "gae_lambda": Flag("ppo-gae-lambda"),
                 "vf_coef": Flag("ppo-vf-coef"), "ent_coef": Flag("ppo-ent-coef")},

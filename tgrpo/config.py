@@ -58,6 +58,10 @@ class RLConfig:
     """PPO clipping range epsilon of the ratio (eq. 3), in (0, 1)."""
     kl_beta: float = 0.04
     """Weight beta of the KL penalty to the reference policy (k3 estimator); 0 disables it."""
+    target_kl: float | None = None
+    """Early stop of an iteration's updates: when the batch's KL to the rollout policy (``losses/approx_kl``,
+    per action) exceeds 1.5 x ``target_kl`` before an optimizer step, that step and the rest of the
+    iteration's are skipped (rule in tgrpo.kl_control). None: off (every scheduled step runs)."""
     ratio_level: str = "token"
     """``"token"``: one ratio per action token (7 per action), surrogate averaged over tokens.
     ``"action"``: one ratio per 7-token action (product of the token ratios)."""
@@ -133,6 +137,7 @@ class RLConfig:
                 f"{name}.kl_beta={self.kl_beta!r} is not accepted: it must be a finite number >= 0. "
                 "Fix: pass e.g. kl_beta=0.04, or kl_beta=0 to drop the KL penalty."
             )
+        check_optional_positive(self, "target_kl", "e.g. target_kl=0.05, or None to switch the early stop off")
         if (
             not isinstance(self.temperature, (int, float))
             or not math.isfinite(self.temperature)
@@ -185,6 +190,10 @@ class TGRPOConfig(RLConfig):
     """Print a log line every this many iterations (metrics are written every iteration)."""
     eval_interval: int = 0
     """Call the evaluation hook every this many iterations (and at the end); 0 disables it."""
+    target_ref_kl: float | None = None
+    """Adaptive KL weight: after each iteration beta is doubled when the mean KL to the reference
+    (``losses/ref_kl``, per action) exceeded 1.5 x ``target_ref_kl`` and halved when it stayed under
+    ``target_ref_kl`` / 1.5, starting from ``kl_beta`` (> 0) (rule in tgrpo.kl_control). None: off (beta fixed)."""
 
     @classmethod
     def paper(cls, **overrides: Any) -> TGRPOConfig:
@@ -214,6 +223,12 @@ class TGRPOConfig(RLConfig):
                 "or use advantage_mode='grpo_success'."
             )
         super().validate()
+        check_optional_positive(self, "target_ref_kl", "e.g. target_ref_kl=1.0, or None to keep beta fixed")
+        if self.target_ref_kl is not None and not self.kl_beta > 0:
+            raise ConfigError(
+                f"TGRPOConfig.target_ref_kl={self.target_ref_kl!r} adapts the KL weight, but kl_beta={self.kl_beta!r} "
+                "gives it no starting value. Fix: pass kl_beta > 0 (e.g. 0.04) or target_ref_kl=None."
+            )
         check_positive_int(self, "log_interval", "e.g. log_interval=1")
         for name in ("checkpoint_interval", "eval_interval"):
             v = getattr(self, name)
@@ -319,6 +334,18 @@ def check_info_key(cfg: Any, name: str) -> None:
     if not isinstance(value, str) or not value:
         raise ConfigError(
             f"{name}={value!r} is not accepted: give the name of a boolean info key, e.g. {name}='is_success'."
+        )
+
+
+def check_optional_positive(cfg: Any, name: str, example: str) -> None:
+    """Raise a :class:`ConfigError` unless ``cfg.<name>`` is None or a finite number > 0."""
+    value = getattr(cfg, name)
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise ConfigError(
+            f"{type(cfg).__name__}.{name}={value!r} is not accepted: it must be a finite number > 0 or None. "
+            f"Fix: pass {example}."
         )
 
 

@@ -82,8 +82,9 @@ def tgrpo_loss(
     Returns:
         ``(loss, metrics)``: the scalar loss to minimise and floats ``policy_loss``, ``ref_kl`` (k3 to the
         reference, per action), ``approx_kl`` (k3 estimate of KL(old || current) per action, CleanRL's ``approx_kl``),
-        ``clip_fraction`` (share of ratios outside the clip range), ``ratio_mean``, ``entropy`` (per action,
-        sum over tokens, when given).
+        ``clip_fraction`` (share of ratios outside the clip range), ``ratio_mean``, and, when ``entropy`` is
+        given, ``entropy_token`` (mean entropy of one action token, nats) and ``entropy_action`` (of a whole
+        action: the sum over its D tokens, D x ``entropy_token``).
 
     Raises:
         ValueError: on mismatched shapes, unknown ``ratio_level``, or a missing ``ref_logp``.
@@ -139,5 +140,7 @@ def tgrpo_loss(
         metrics["clip_fraction"] = float(((ratio - 1).abs() > clip_eps).float().mean())
         metrics["ratio_mean"] = float(ratio.mean())
         if entropy is not None:
-            metrics["entropy"] = float((w * entropy.sum(-1)).sum())
+            ent = entropy.detach().float()
+            metrics["entropy_token"] = float((w * ent.mean(-1)).sum())
+            metrics["entropy_action"] = float((w * ent.sum(-1)).sum())
     return loss, metrics

@@ -34,6 +34,7 @@ from tgrpo.checkpoint import (
 )
 from tgrpo.config import ConfigError, TGRPOConfig
 from tgrpo.evaluation import evaluate
+from tgrpo.kl_control import adapt_kl_beta, kl_too_far
 from tgrpo.logger import MetricsLogger, plot_training_curve, progress_bar
 from tgrpo.loss import tgrpo_loss
 from tgrpo.nonfinite import NonFiniteGuard, check_finite_state
@@ -117,10 +118,13 @@ def update_policy(
     cfg: TGRPOConfig,
     rng: np.random.Generator,
     guard: NonFiniteGuard | None = None,
+    kl_beta: float | None = None,
 ) -> dict[str, float]:
     """Optimise the TGRPO loss on one group; returns metrics averaged over optimizer steps.
 
-    A step whose loss or gradient norm is not finite is skipped (see :mod:`tgrpo.nonfinite`).
+    A step whose loss or gradient norm is not finite is skipped (see :mod:`tgrpo.nonfinite`). With
+    ``cfg.target_kl``, the iteration's remaining steps are skipped once a batch's KL to the rollout policy
+    exceeds 1.5 x ``cfg.target_kl`` (see :mod:`tgrpo.kl_control`).
 
     Args:
         policy: the policy being trained.
@@ -130,10 +134,12 @@ def update_policy(
         cfg: training options (schedule, epochs, clip, KL, ratio level, grad clipping).
         rng: shuffles the minibatch schedule.
         guard: skips and counts non-finite steps; None: a fresh one with ``cfg.max_nonfinite_skips``.
+        kl_beta: the KL weight to use (the adaptive one of :func:`train`); None: ``cfg.kl_beta``.
 
     Returns:
         ``losses/*`` metrics (averaged over the applied steps; ``losses/nonfinite_skips`` counts the skipped
-        ones) and ``time/forward_s`` (policy forward passes and loss) and ``time/update_s`` (backward,
+        ones, ``losses/optimizer_steps`` the applied ones, ``losses/early_stop`` is 1 when the target KL
+        stopped the updates, ``losses/kl_beta`` the KL weight used) and ``time/forward_s`` (policy forward passes and loss) and ``time/update_s`` (backward,
         clipping, optimizer step).
 
     Raises:
@@ -146,12 +152,16 @@ def update_policy(
     weights_all = 1.0 / (m * np.maximum(group.lengths, 1))  # eq. 9: 1/M * 1/|o_i|
     adv_t = torch.as_tensor(advantages, dtype=torch.float32)
     t_fwd = time.perf_counter()
-    ref_all = _ref_log_probs(policy, group, cfg.temperature) if cfg.kl_beta > 0 else None
+    beta = cfg.kl_beta if kl_beta is None else float(kl_beta)
+    ref_all = _ref_log_probs(policy, group, cfg.temperature) if beta > 0 else None
     fwd_s = time.perf_counter() - t_fwd
     upd_s = 0.0
     sums: dict[str, float] = {}
     n_steps = 0
+    stopped = False
     for _ in range(cfg.epochs):
+        if stopped:
+            break
         for env_idx, step_idx in _batches(group, cfg, rng):
             t0 = time.perf_counter()
             obs, instr = group.batch(env_idx, step_idx)
@@ -166,10 +176,15 @@ def update_policy(
                 ref_logp=None if ref_all is None else ref_all[env_idx, step_idx].to(dev, logp.dtype),
                 entropy=ent,
                 clip_eps=cfg.clip_eps,
-                kl_beta=cfg.kl_beta,
+                kl_beta=beta,
                 ratio_level=cfg.ratio_level,
             )
             t1 = time.perf_counter()
+            if n_steps > 0 and kl_too_far(metrics["approx_kl"], cfg.target_kl):
+                # the policy has moved too far from the one that collected the group: stop this iteration
+                fwd_s += t1 - t0
+                stopped = True
+                break
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             max_norm = cfg.max_grad_norm if cfg.max_grad_norm is not None else float("inf")
@@ -189,6 +204,8 @@ def update_policy(
             n_steps += 1
     out = {f"losses/{k}": v / max(n_steps, 1) for k, v in sums.items()}
     out["losses/optimizer_steps"] = float(n_steps)
+    out["losses/early_stop"] = float(stopped)
+    out["losses/kl_beta"] = beta
     out["losses/nonfinite_skips"] = float(guard.take_count())
     out["time/forward_s"] = fwd_s
     out["time/update_s"] = upd_s
@@ -258,6 +275,8 @@ def train(
 
     start = 0
     env_steps = 0
+    optimizer_steps = 0
+    kl_beta = float(cfg.kl_beta)
     for stale in remove_stale_temp_files(ckpt_path):
         log.info("removed %s, the temporary file of a killed checkpoint write", stale)
     if cfg.resume and ckpt_path.exists():
@@ -275,6 +294,9 @@ def train(
         set_rng_state(ckpt["rng"])
         start = int(ckpt["iteration"]) + 1
         env_steps = int(ckpt.get("env_steps", 0))
+        optimizer_steps = int(ckpt.get("optimizer_steps", 0))
+        if cfg.target_ref_kl is not None:
+            kl_beta = float(ckpt.get("kl_beta", kl_beta))
         update_rng = np.random.default_rng()
         update_rng.bit_generator.state = ckpt["update_rng"]
         _say(cfg, f"resumed from {ckpt_path} after iteration {start - 1}")
@@ -312,7 +334,10 @@ def train(
             adv = compute_advantages(group, cfg)
             # 3. per-time-step (Algorithm 1) or minibatch updates of the clipped, KL-penalised objective
             row: dict[str, Any] = {"iteration": k}
-            row.update(update_policy(policy, optimizer, group, adv, cfg, update_rng, guard))
+            row.update(update_policy(policy, optimizer, group, adv, cfg, update_rng, guard, kl_beta=kl_beta))
+            optimizer_steps += int(row["losses/optimizer_steps"])
+            if "losses/ref_kl" in row:
+                kl_beta = adapt_kl_beta(kl_beta, row["losses/ref_kl"], cfg.target_ref_kl)
             row.update(
                 {
                     "charts/success_rate": float(group.success.mean()),
@@ -320,6 +345,7 @@ def train(
                     "charts/episode_length": float(group.lengths.mean()),
                     "charts/group_length": float(group.length),
                     "charts/env_steps": float(env_steps),
+                    "charts/optimizer_steps": float(optimizer_steps),
                     "charts/adv_abs_mean": float(np.abs(adv[group.mask]).mean()),
                     "time/rollout_s": rollout_s,
                     "time/sample_s": group.timings["sample_s"],
@@ -346,6 +372,8 @@ def train(
                     {
                         "iteration": k,
                         "env_steps": env_steps,
+                        "optimizer_steps": optimizer_steps,
+                        "kl_beta": kl_beta,
                         "policy": policy_state,
                         "optimizer": optimizer.state_dict(),
                         "rng": rng_state(),

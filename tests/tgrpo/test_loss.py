@@ -85,10 +85,22 @@ def test_k3_kl_properties_and_penalty_gradient():
 def test_metrics_report_entropy_and_approx_kl():
     old = torch.zeros(3, 7)
     logp = old + 0.2
-    _, m = tgrpo_loss(logp, old, torch.ones(3), entropy=torch.full((3, 7), 0.5))
-    assert m["entropy"] == pytest.approx(3.5)
+    # token k of every action has entropy 0.1 * k: 0.3 nats per token, 2.1 per 7-token action
+    entropy = (0.1 * torch.arange(7.0)).expand(3, 7)
+    _, m = tgrpo_loss(logp, old, torch.ones(3), entropy=entropy)
+    assert m["entropy_token"] == pytest.approx(0.3)
+    assert m["entropy_action"] == pytest.approx(2.1)
+    assert "entropy" not in m  # the ambiguous name is gone: every entropy says what it is per
     assert m["approx_kl"] == pytest.approx(7 * (math.exp(0.2) - 1 - 0.2), rel=1e-5)
-    assert set(m) >= {"policy_loss", "approx_kl", "clip_fraction", "ratio_mean", "entropy"}
+    assert set(m) >= {"policy_loss", "approx_kl", "clip_fraction", "ratio_mean", "entropy_token", "entropy_action"}
+
+
+def test_entropy_per_token_is_weighted_like_the_loss():
+    old = torch.zeros(2, 7)
+    entropy = torch.stack([torch.full((7,), 1.0), torch.full((7,), 3.0)])
+    _, m = tgrpo_loss(old.clone(), old, torch.ones(2), entropy=entropy, weights=torch.tensor([3.0, 1.0]))
+    assert m["entropy_token"] == pytest.approx(0.75 * 1.0 + 0.25 * 3.0)
+    assert m["entropy_action"] == pytest.approx(7 * (0.75 * 1.0 + 0.25 * 3.0))
 
 
 @pytest.mark.parametrize(
