@@ -5,6 +5,12 @@ advantage comes from GAE over a learned state-value function instead of group st
 independently (``"independent"`` rollouts); the end of each trajectory (termination, truncation or the step
 cap) is treated as terminal, i.e. no value bootstrap after the last step.
 
+For a comparison with TGRPO on equal terms (all off by default, :class:`~tgrpo.config.PPOConfig`):
+``env_step_budget`` stops at the env steps of the TGRPO run, ``value_max_grad_norm`` clips the value head's
+gradient apart from the policy's, ``normalize_value_targets`` trains the value head on targets normalised by
+their running mean and std (:class:`RunningMeanStd`), and ``target_kl`` stops an iteration's updates as in
+TGRPO (:mod:`tgrpo.kl_control`). The history logs ``charts/env_steps`` and ``charts/optimizer_steps``.
+
 Example:
     >>> from tgrpo.baselines import PPOConfig, train_ppo
     >>> result = train_ppo(envs, policy, config=PPOConfig(iterations=50))  # doctest: +SKIP
@@ -23,6 +29,7 @@ from torch import nn
 
 from tgrpo.checkpoint import CHECKPOINT_NAME, save_checkpoint
 from tgrpo.config import PPOConfig
+from tgrpo.kl_control import kl_too_far
 from tgrpo.logger import MetricsLogger, plot_training_curve, progress_bar
 from tgrpo.loss import tgrpo_loss
 from tgrpo.nonfinite import NonFiniteGuard, check_finite_state
@@ -60,6 +67,56 @@ def gae(
         last = delta + gamma * lam * np.where(nxt_valid, last, 0.0)
         adv[:, t] = np.where(mask[:, t], last, 0.0)
     return adv, np.where(mask, adv + values, 0.0)
+
+
+class RunningMeanStd:
+    """Running mean and variance of a stream of scalars (parallel update of Chan et al., as in SB3).
+
+    Attributes:
+        mean: the mean of every value seen.
+        var: their (population) variance.
+        count: how many were seen.
+    """
+
+    def __init__(self) -> None:
+        self.mean = 0.0
+        self.var = 1.0
+        self.count = 0
+
+    def update(self, x: np.ndarray) -> None:
+        """Add a batch of values."""
+        x = np.asarray(x, dtype=np.float64).ravel()
+        if x.size == 0:
+            return
+        b_mean, b_var, b_n = float(x.mean()), float(x.var()), int(x.size)
+        if self.count == 0:
+            self.mean, self.var, self.count = b_mean, b_var, b_n
+            return
+        n = self.count + b_n
+        delta = b_mean - self.mean
+        m2 = self.var * self.count + b_var * b_n + delta**2 * self.count * b_n / n
+        self.mean, self.var, self.count = self.mean + delta * b_n / n, m2 / n, n
+
+    @property
+    def std(self) -> float:
+        """Standard deviation, floored at ``VALUE_STD_FLOOR``."""
+        return max(float(np.sqrt(self.var)), VALUE_STD_FLOOR)
+
+    def normalize(self, x: np.ndarray) -> np.ndarray:
+        """``(x - mean) / std``."""
+        return (np.asarray(x, dtype=np.float64) - self.mean) / self.std
+
+    def denormalize(self, x: np.ndarray) -> np.ndarray:
+        """``x * std + mean``."""
+        return np.asarray(x, dtype=np.float64) * self.std + self.mean
+
+    def state_dict(self) -> dict[str, float]:
+        """Plain values, for the checkpoint."""
+        return {"mean": self.mean, "var": self.var, "count": self.count}
+
+
+VALUE_STD_FLOOR = 1e-4
+"""Smallest standard deviation :class:`RunningMeanStd` divides by (targets that are all equal)."""
 
 
 class ValueMLP(nn.Module):
@@ -128,15 +185,19 @@ def train_ppo(
     out_dir = Path(cfg.output_dir)
     logger = MetricsLogger(out_dir, cfg.log_formats)
     pi_params = [p for p in policy.trainable_parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(
-        pi_params + list(value_fn.parameters()),
-        lr=cfg.resolve_lr(policy),
-    )
+    v_params = list(value_fn.parameters())
+    optimizer = torch.optim.AdamW(pi_params + v_params, lr=cfg.resolve_lr(policy))
     guard = NonFiniteGuard.for_config(cfg, policy)
     bar = progress_bar(cfg.progress_bar, cfg.iterations, desc="ppo")
+    value_norm = RunningMeanStd() if cfg.normalize_value_targets else None
     env_steps = 0
+    optimizer_steps = 0
+    last_iteration = -1
     try:
         for k in range(cfg.iterations):
+            if cfg.env_step_budget is not None and env_steps >= cfg.env_step_budget:
+                break
+            last_iteration = k
             t0 = time.perf_counter()
             g = collect_group(
                 env,
@@ -153,8 +214,13 @@ def train_ppo(
             with torch.no_grad():
                 obs_all, _ = g.batch(env_idx, step_idx)
                 values = np.zeros(g.rewards.shape)
-                values[env_idx, step_idx] = value_fn(obs_all).cpu().numpy()
+                v_out = value_fn(obs_all).cpu().numpy()
+                values[env_idx, step_idx] = v_out if value_norm is None else value_norm.denormalize(v_out)
             adv, targets = gae(g.rewards, values, g.mask, cfg.gamma, cfg.gae_lambda)
+            if value_norm is not None:
+                # the value head learns targets in the units of their running statistics
+                value_norm.update(targets[g.mask])
+                targets = np.where(g.mask, value_norm.normalize(targets), 0.0)
             ref = None
             if cfg.kl_beta > 0:
                 ref = policy.ref_log_probs(
@@ -165,8 +231,11 @@ def train_ppo(
                 )
             sums: dict[str, float] = {}
             n_updates = 0
+            stopped = False
             t1 = time.perf_counter()
             for _ in range(cfg.epochs):
+                if stopped:
+                    break
                 order = rng.permutation(env_idx.size)
                 for s in range(0, order.size, cfg.minibatch_size):
                     sel = order[s : s + cfg.minibatch_size]
@@ -186,6 +255,9 @@ def train_ppo(
                         kl_beta=cfg.kl_beta,
                         ratio_level=cfg.ratio_level,
                     )
+                    if n_updates > 0 and kl_too_far(metrics["approx_kl"], cfg.target_kl):
+                        stopped = True
+                        break
                     v = value_fn(obs)
                     v_loss = (
                         0.5
@@ -194,20 +266,23 @@ def train_ppo(
                     loss = pg_loss + cfg.vf_coef * v_loss - cfg.ent_coef * ent.sum(-1).mean()
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
-                    params = [p for grp in optimizer.param_groups for p in grp["params"]]
-                    gn = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm or float("inf"))
-                    if not guard.ok(loss.detach(), gn, where=f"iteration {k}"):
+                    gn, v_gn = clip_gradients(pi_params, v_params, cfg)
+                    if not guard.ok(loss.detach(), gn + v_gn, where=f"iteration {k}"):
                         optimizer.zero_grad(set_to_none=True)
                         continue
                     optimizer.step()
                     metrics.update(
-                        loss=float(loss.detach()), value_loss=float(v_loss.detach()), grad_norm=float(gn)
+                        loss=float(loss.detach()), value_loss=float(v_loss.detach()), grad_norm=float(gn),
+                        value_grad_norm=float(v_gn),
                     )
                     for key, val in metrics.items():
                         sums[key] = sums.get(key, 0.0) + val
                     n_updates += 1
             row: dict[str, Any] = {"iteration": k}
             row.update({f"losses/{key}": val / max(n_updates, 1) for key, val in sums.items()})
+            optimizer_steps += n_updates
+            row["losses/optimizer_steps"] = float(n_updates)
+            row["losses/early_stop"] = float(stopped)
             row["losses/nonfinite_skips"] = float(guard.take_count())
             row.update(
                 {
@@ -215,6 +290,7 @@ def train_ppo(
                     "charts/mean_return": float(g.returns.mean()),
                     "charts/episode_length": float(g.lengths.mean()),
                     "charts/env_steps": float(env_steps),
+                    "charts/optimizer_steps": float(optimizer_steps),
                     "time/rollout_s": rollout_s,
                     "time/update_s": time.perf_counter() - t1,
                 }
@@ -231,9 +307,12 @@ def train_ppo(
     ckpt = save_checkpoint(
         out_dir / CHECKPOINT_NAME,
         {
-            "iteration": cfg.iterations - 1,
+            "iteration": last_iteration,
+            "env_steps": env_steps,
+            "optimizer_steps": optimizer_steps,
             "policy": policy_state,
             "value_fn": value_state,
+            "value_norm": None if value_norm is None else value_norm.state_dict(),
             "optimizer": optimizer.state_dict(),
             "config": cfg.to_dict(),
         },
@@ -242,4 +321,21 @@ def train_ppo(
         plot_training_curve(logger.rows, out_dir / "training_curve.png")
     result = TrainResult(policy=policy, history=list(logger.rows), output_dir=out_dir, checkpoint=ckpt)
     result.value_fn = value_fn  # type: ignore[attr-defined]
+    result.value_norm = value_norm  # type: ignore[attr-defined]
     return result
+
+
+def clip_gradients(
+    pi_params: list[torch.Tensor], v_params: list[torch.Tensor], cfg: PPOConfig
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Clip the gradients (policy and value head apart with ``cfg.value_max_grad_norm``, else together) and
+    return the norms of the policy's and of the value head's gradient before clipping."""
+    inf = float("inf")
+    if cfg.value_max_grad_norm is None:
+        v_gn = torch.nn.utils.clip_grad_norm_(v_params, inf)
+        gn = torch.nn.utils.clip_grad_norm_(pi_params, inf)
+        torch.nn.utils.clip_grad_norm_(pi_params + v_params, cfg.max_grad_norm or inf)
+        return gn, v_gn
+    gn = torch.nn.utils.clip_grad_norm_(pi_params, cfg.max_grad_norm or inf)
+    v_gn = torch.nn.utils.clip_grad_norm_(v_params, cfg.value_max_grad_norm)
+    return gn, v_gn

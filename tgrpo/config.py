@@ -285,6 +285,17 @@ class PPOConfig(RLConfig):
     """Weight of the entropy bonus."""
     normalize_advantages: bool = True
     """Normalise advantages per minibatch (mean 0, std 1)."""
+    value_max_grad_norm: float | None = None
+    """Clip the value head's gradient norm to this value on its own, and the policy's to ``max_grad_norm`` on
+    its own. None: one clip over the policy and the value head together (a large value gradient then
+    shrinks the policy's step)."""
+    normalize_value_targets: bool = False
+    """The value head learns value targets normalised by their running mean and standard deviation (over
+    every target seen so far); its outputs are mapped back before GAE. The staged reward's returns reach
+    hundreds, which otherwise dominate the value loss."""
+    env_step_budget: int | None = None
+    """Stop once this many env steps have been collected (checked after each iteration; ``iterations`` stays
+    the upper bound), e.g. the env steps of the TGRPO run it is compared with. None: run ``iterations``."""
 
     def validate(self) -> None:
         """Check every field.
@@ -297,7 +308,11 @@ class PPOConfig(RLConfig):
             ("gamma", 0 < self.gamma <= 1, "in (0, 1]", "gamma=0.99"),
             ("gae_lambda", 0 <= self.gae_lambda <= 1, "in [0, 1]", "gae_lambda=0.95"),
             ("vf_coef", self.vf_coef >= 0, ">= 0", "vf_coef=0.5"),
+            ("env_step_budget", self.env_step_budget is None or (
+                isinstance(self.env_step_budget, int) and not isinstance(self.env_step_budget, bool)
+                and self.env_step_budget >= 1), "an integer >= 1 or None", "env_step_budget=20000"),
         ]
+        check_optional_positive(self, "value_max_grad_norm", "e.g. value_max_grad_norm=1.0, or None")
         for name, ok, accepted, example in checks:
             if not ok:
                 raise ConfigError(
