@@ -23,6 +23,12 @@ whose SFT policy is not on disk retrain it from the same seed.
 Default plan: SFT and TGRPO on all ten tasks with seeds 0, 1, 2; step-only, trajectory-only and PPO on
 Tasks 2, 4 and 10 (where the paper's variants differ most) with the same seeds. Every RL cell of a (task,
 seed) starts from the same SFT policy, the one of that (task, seed)'s SFT cell.
+
+Comparisons on equal terms: every RL cell uses the same lr, KL beta and schedule; step-only and
+trajectory-only use the weights (1, 0) and (0, 1) (``libero_tgrpo.config.method_alphas``); a PPO cell runs
+until the env steps of the TGRPO cell of its (task, seed) (planned before it), with its value head clipped
+apart and trained on normalised targets (:func:`ppo_overrides`). The summary reports the env steps and
+optimizer steps of each method and names the cells run under the former protocol.
 """
 
 from __future__ import annotations
@@ -44,6 +50,7 @@ from benchmarks._common import parse_ints
 from libero_tgrpo.config import METHOD_LABELS
 from libero_tgrpo.files import write_json, write_text
 from libero_tgrpo.paper import PAPER_PPO_AVERAGE, PAPER_TABLE1
+from tgrpo.tokenizer import ACTION_DIM
 
 METHOD_ORDER = ("sft", "tgrpo", "step_only", "traj_only", "ppo")
 RL_METHODS = METHOD_ORDER[1:]
@@ -54,10 +61,16 @@ RAW_ALPHA_DIR = "raw_alpha_cells"
 """Cells run with the paper's raw (not normalised) alpha pairs, under ``--out-dir``; reported apart."""
 RESULTS = Path(__file__).resolve().parent / "results"
 PUBLISHED_FIELDS = ("task", "method", "seed", "success_rate", "placed_rate", "summary", "alphas", "timings_s",
-                    "versions", "machine", "date", "sft_policy")
+                    "versions", "machine", "date", "sft_policy", "protocol")
 """The fields of a cell that ``paper_table.json`` keeps (and ``restore`` brings back)."""
 SWEEP_SETTINGS = ("iterations", "lr", "kl_beta")
 """The RL settings ``run`` can change (``--iterations``, ``--lr``, ``--kl-beta``)."""
+PPO_VALUE_MAX_GRAD_NORM = 1.0
+"""PPO cells clip the value head's gradient to this norm, apart from the policy's (``PPOConfig.value_max_grad_norm``),
+and train it on normalised value targets (``PPOConfig.normalize_value_targets``)."""
+PPO_ITERATION_CAP_FACTOR = 4
+"""PPO cells run until the env steps of the TGRPO cell of the same task and seed (``PPOConfig.env_step_budget``),
+for at most this many times TGRPO's iterations."""
 
 
 @dataclass(frozen=True)
@@ -140,6 +153,8 @@ def run_cell(out_dir: Path, cell: Cell, overrides: dict[str, Any]) -> dict[str, 
     run_dir = cell.run_dir(out_dir)
     cfg = PipelineConfig(task=task, seed=seed, method="tgrpo" if method == "sft" else method,
                          output_dir=str(run_dir), video=False).replace(**overrides)
+    if method == "ppo":
+        cfg = cfg.replace(**ppo_overrides(out_dir, cell, cfg.rl.iterations))
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     sft_file = run_dir / "sft" / "policy.pt"
@@ -181,6 +196,7 @@ def run_cell(out_dir: Path, cell: Cell, overrides: dict[str, Any]) -> dict[str, 
         "placed_per_state": [int(e["placed"]) for e in res["episodes"]],
         "lengths_per_state": [int(e["length"]) for e in res["episodes"]],
         "alphas": list(cfg.alphas) if method in ("tgrpo", "step_only", "traj_only") else None,
+        "protocol": protocol(cfg) if method != "sft" else None,
         "config": cfg.to_dict(),
         "timings_s": {k: round(v, 1) for k, v in timings.items()},
         "versions": versions(),
@@ -188,6 +204,36 @@ def run_cell(out_dir: Path, cell: Cell, overrides: dict[str, Any]) -> dict[str, 
         "date": now(),
         **extra,
     }
+
+
+def ppo_overrides(out_dir: Path, cell: Cell, iterations: int) -> dict[str, Any]:
+    """The PPO cell's changes for a comparison with TGRPO on equal terms: the env-step budget of the TGRPO cell
+    of the same task and seed, the value head clipped apart and trained on normalised targets.
+
+    Raises:
+        RuntimeError: when that TGRPO cell (or its env-step count) is not there yet.
+    """
+    tgrpo_cell = Cell(cell.task, "tgrpo", cell.seed)
+    path = tgrpo_cell.path(out_dir)
+    steps = (json.loads(path.read_text()).get("train") or {}).get("env_steps") if path.is_file() else None
+    if not steps:
+        raise RuntimeError(f"{cell.label} runs at the env-step budget of {tgrpo_cell.label}, which has no finished "
+                           f"cell with its env steps ({path}): run that cell first (it is planned before PPO).")
+    return {"ppo.env_step_budget": int(steps), "ppo.value_max_grad_norm": PPO_VALUE_MAX_GRAD_NORM,
+            "ppo.normalize_value_targets": True, "rl.iterations": PPO_ITERATION_CAP_FACTOR * int(iterations)}
+
+
+def protocol(cfg: Any) -> dict[str, Any]:
+    """What makes an RL cell comparable with the others: the same lr, beta, schedule; the ablations' alphas
+    (zeroed before normalising); PPO's env-step budget and value-head treatment."""
+    rl = cfg.rl_config(Path(cfg.output_dir))
+    out: dict[str, Any] = {"lr": rl.lr, "kl_beta": rl.kl_beta, "iterations": rl.iterations}
+    if cfg.method == "ppo":
+        out.update(env_step_budget=rl.env_step_budget, value_max_grad_norm=rl.value_max_grad_norm,
+                   normalize_value_targets=rl.normalize_value_targets)
+    else:
+        out.update(update_schedule=rl.update_schedule, alphas="zeroed before normalising")
+    return out
 
 
 def weights_digest(policy: Any) -> str:
@@ -199,34 +245,48 @@ def weights_digest(policy: Any) -> str:
 
 
 def train_diagnostics(history: list[dict[str, Any]]) -> dict[str, float]:
-    """What an RL run's log says about its stability: policy entropy at the start and at its highest, the
-    largest and the last KL to the SFT policy, and the sampled group's success over the last 5 iterations."""
+    """What an RL run's log says about its stability and its cost: the policy's entropy per action token (nats)
+    at the start and at its highest, the largest and the last KL to the SFT policy, the sampled group's success
+    over the last 5 iterations, and the env steps and optimizer steps it took."""
     if not history:
         return {}
 
     def col(key: str) -> list[float]:
         return [float(h[key]) for h in history if h.get(key) is not None]
 
-    ent, kl, succ = col("losses/entropy"), col("losses/ref_kl"), col("charts/success_rate")
+    ent = col("losses/entropy_token") or [e / ACTION_DIM for e in col("losses/entropy")]  # older logs: per action
+    kl, succ = col("losses/ref_kl"), col("charts/success_rate")
     out: dict[str, float] = {}
     if ent:
-        out.update(entropy_first=ent[0], entropy_max=max(ent))
+        out.update(entropy_token_first=ent[0], entropy_token_max=max(ent))
     if kl:
         out.update(ref_kl_max=max(kl), ref_kl_last=kl[-1])
     if succ:
         out["group_success_last5"] = float(np.mean(succ[-5:]))
+    env_steps, opt_steps = col("charts/env_steps"), col("losses/optimizer_steps")
+    if env_steps:
+        out["env_steps"] = env_steps[-1]
+    if opt_steps and len(opt_steps) == len(history):
+        out["optimizer_steps"] = float(sum(opt_steps))
     return out
 
 
-DIAGNOSTICS = ("entropy_first", "entropy_max", "ref_kl_max", "ref_kl_last", "group_success_last5")
+DIAGNOSTICS = ("entropy_token_first", "entropy_token_max", "ref_kl_max", "ref_kl_last", "group_success_last5",
+               "env_steps", "optimizer_steps")
+LEGACY_ENTROPY = {"entropy_first": "entropy_token_first", "entropy_max": "entropy_token_max"}
+"""Diagnostics of cells written before entropy was logged per token: the entropy of a whole action, divided by
+its ``ACTION_DIM`` tokens when read."""
 
 
 def _cell_diagnostics(out_dir: Path, cell: dict[str, Any]) -> dict[str, float]:
     """The cell's training diagnostics, from the cell or (cells written before they were recorded) from the
     run's ``metrics.jsonl`` when it is still on disk."""
-    train = cell.get("train") or {}
-    if "entropy_max" in train:
-        return {k: train[k] for k in DIAGNOSTICS if k in train}
+    train = dict(cell.get("train") or {})
+    for old, new in LEGACY_ENTROPY.items():
+        if old in train and new not in train:
+            train[new] = train[old] / ACTION_DIM
+    if any(k in train for k in DIAGNOSTICS[:5]):
+        return {k: train[k] for k in DIAGNOSTICS if train.get(k) is not None}
     c = Cell.of(cell)
     log = c.run_dir(out_dir) / c.method / "metrics.jsonl"
     if not log.is_file():
@@ -526,12 +586,45 @@ def _section_drops(t: Table, diagnostics: dict[str, dict[str, float]]) -> list[s
              "group success, last 5 |", "|---|---|---|---|---|---|---|---|"]
     for c in drops:
         d = diagnostics[Cell.of(c).key]
-        ent = f"{d['entropy_first']:.2f} → {d['entropy_max']:.2f}" if "entropy_max" in d else "-"
+        ent = f"{d['entropy_token_first']:.2f} → {d['entropy_token_max']:.2f}" if "entropy_token_max" in d else "-"
         kl = f"{d['ref_kl_max']:.2f} / {d['ref_kl_last']:.2f}" if "ref_kl_max" in d else "-"
         gs = f"{100 * d['group_success_last5']:.0f}%" if "group_success_last5" in d else "-"
         lines.append(f"| T{c['task']} | {METHOD_LABELS[c['method']]} | {c['seed']} | "
                      f"{t.sft_rate(c):.0f} | {100 * c['success_rate']:.0f} | {ent} | {kl} | {gs} |")
     return lines
+
+
+def _section_budget(t: Table, diagnostics: dict[str, dict[str, float]]) -> list[str]:
+    """Env steps and optimizer steps per RL method (mean over its cells that logged them), and the cells run
+    under the former protocol (ablation alphas zeroed after normalising; PPO without the matched budget)."""
+    lines = ["", "## Training budget per method", "",
+             "Mean over the method's cells that logged them. PPO cells run until the env steps of the TGRPO cell "
+             "of the same task and seed, with the value head clipped apart and trained on normalised targets.", "",
+             "| method | cells | env steps | optimizer steps |", "|---|---|---|---|"]
+    for m in t.methods:
+        if m == "sft":
+            continue
+        ds = [diagnostics.get(Cell.of(c).key, {}) for c in t.cells if c["method"] == m]
+        env = [d["env_steps"] for d in ds if "env_steps" in d]
+        opt = [d["optimizer_steps"] for d in ds if "optimizer_steps" in d]
+        lines.append(f"| {METHOD_LABELS[m]} | {len(ds)} | {f'{np.mean(env):.0f} ({len(env)})' if env else '-'} | "
+                     f"{f'{np.mean(opt):.0f} ({len(opt)})' if opt else '-'} |")
+    former = sorted((c for c in t.cells if _former_protocol(c)),
+                    key=lambda c: (METHOD_ORDER.index(c["method"]), c["task"], c["seed"]))
+    if former:
+        lines += ["", "Run under the former protocol (ablations with the weight zeroed after normalising, PPO "
+                  "without the matched env-step budget), to be rerun for a like-for-like comparison: "
+                  + ", ".join(f"T{c['task']} {METHOD_LABELS[c['method']]} seed {c['seed']}" for c in former) + "."]
+    return lines
+
+
+def _former_protocol(cell: dict[str, Any]) -> bool:
+    if cell["method"] in ("step_only", "traj_only"):
+        expected = [1.0, 0.0] if cell["method"] == "step_only" else [0.0, 1.0]
+        return cell.get("alphas") is not None and [float(a) for a in cell["alphas"]] != expected
+    if cell["method"] == "ppo":
+        return not (cell.get("protocol") or {}).get("env_step_budget")
+    return False
 
 
 def _raw_alpha_cells(out_dir: Path) -> list[dict[str, Any]]:
@@ -574,7 +667,8 @@ def summarize(out_dir: Path, results_dir: Path = RESULTS) -> dict[str, Any] | No
     diagnostics = _diagnostics(t)
     raw = _raw_alpha_cells(out_dir)
     lines = (_section_ours(t) + _section_paper(t) + _section_deltas(t) + _section_failed_and_restarted(t)
-             + _section_drops(t, diagnostics) + _section_raw_alpha(t, raw) + _section_footer(t))
+             + _section_drops(t, diagnostics) + _section_budget(t, diagnostics) + _section_raw_alpha(t, raw)
+             + _section_footer(t))
     write_text(results_dir / "paper_table.csv", _csv(t))
     write_text(results_dir / "paper_table.md", "\n".join(lines))
     payload = {"aggregate": {m: {str(task): s for task, s in v.items()} for m, v in t.agg.items()},

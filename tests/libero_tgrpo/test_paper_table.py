@@ -2,6 +2,7 @@
 
 import csv
 import json
+from pathlib import Path
 
 import pytest
 
@@ -75,13 +76,26 @@ def test_raw_alpha_cells_are_reported_apart(tmp_path):
 
 
 def test_train_diagnostics_of_a_history():
-    hist = [{"losses/entropy": 2.0, "losses/ref_kl": 0.1, "charts/success_rate": 0.5},
-            {"losses/entropy": 5.0, "losses/ref_kl": 3.0, "charts/success_rate": 0.0},
-            {"losses/entropy": 3.0, "losses/ref_kl": 1.0, "charts/success_rate": 0.25}]
+    hist = [{"losses/entropy_token": 0.2, "losses/ref_kl": 0.1, "charts/success_rate": 0.5,
+             "charts/env_steps": 800.0, "losses/optimizer_steps": 100.0},
+            {"losses/entropy_token": 0.5, "losses/ref_kl": 3.0, "charts/success_rate": 0.0,
+             "charts/env_steps": 1500.0, "losses/optimizer_steps": 90.0},
+            {"losses/entropy_token": 0.3, "losses/ref_kl": 1.0, "charts/success_rate": 0.25,
+             "charts/env_steps": 2000.0, "losses/optimizer_steps": 60.0}]
     d = paper_table.train_diagnostics(hist)
-    assert d == {"entropy_first": 2.0, "entropy_max": 5.0, "ref_kl_max": 3.0, "ref_kl_last": 1.0,
-                 "group_success_last5": pytest.approx(0.25)}
+    assert d == {"entropy_token_first": 0.2, "entropy_token_max": 0.5, "ref_kl_max": 3.0, "ref_kl_last": 1.0,
+                 "group_success_last5": pytest.approx(0.25), "env_steps": 2000.0, "optimizer_steps": 250.0}
     assert paper_table.train_diagnostics([]) == {}
+
+
+def test_entropy_of_older_logs_is_read_per_token():
+    # logs written before entropy was per token hold the entropy of a whole 7-token action
+    d = paper_table.train_diagnostics([{"losses/entropy": 14.0}, {"losses/entropy": 21.0}])
+    assert d == {"entropy_token_first": 2.0, "entropy_token_max": 3.0}
+    cell = {"task": 2, "method": "tgrpo", "seed": 0, "train": {"entropy_first": 7.0, "entropy_max": 14.0,
+                                                               "ref_kl_max": 1.0}}
+    assert paper_table._cell_diagnostics(Path("/nonexistent"), cell) == {
+        "entropy_token_first": 1.0, "entropy_token_max": 2.0, "ref_kl_max": 1.0}
 
 
 def test_runs_below_their_sft_policy_are_listed_with_their_training_log(tmp_path):
@@ -92,7 +106,7 @@ def test_runs_below_their_sft_policy_are_listed_with_their_training_log(tmp_path
     _cell(out, 2, "tgrpo", 0, 0.82)  # above: not listed
     log = out / "runs" / "task2_seed1" / "tgrpo" / "metrics.jsonl"
     log.parent.mkdir(parents=True)
-    log.write_text("\n".join(json.dumps({"iteration": i, "losses/entropy": e, "losses/ref_kl": k,
+    log.write_text("\n".join(json.dumps({"iteration": i, "losses/entropy_token": e, "losses/ref_kl": k,
                                          "charts/success_rate": 0.125})
                              for i, (e, k) in enumerate([(2.7, 0.1), (3.2, 0.9), (2.8, 0.3)])))
     payload = paper_table.summarize(out, res)
@@ -201,3 +215,76 @@ def test_run_overrides_address_the_config_parts():
 
     cfg = PipelineConfig().replace(**over)
     assert cfg.rl.lr == 3e-5 and cfg.eval.states == (0, 1, 2) and not cfg.progress
+
+
+def _rewrite(out, task, method, seed, **fields):
+    path = paper_table.cell_path(out, task, method, seed)
+    path.write_text(json.dumps(dict(json.loads(path.read_text()), **fields)))
+
+
+def test_summary_reports_env_and_optimizer_steps_per_method_and_names_former_protocol_cells(tmp_path):
+    out, res = tmp_path / "cells", tmp_path / "results"
+    for method in ("sft", "tgrpo", "step_only", "traj_only", "ppo"):
+        _cell(out, 4, method, 0, 0.5)
+    _rewrite(out, 4, "tgrpo", 0, alphas=[0.35, 0.65], train={"env_steps": 4000.0, "optimizer_steps": 3000.0,
+                                                             "ref_kl_max": 1.0})
+    _rewrite(out, 4, "step_only", 0, alphas=[1.0, 0.0], train={"env_steps": 5000.0, "ref_kl_max": 1.0})
+    _rewrite(out, 4, "traj_only", 0, alphas=[0.0, 0.65])  # zeroed after normalising: the former rule
+    _rewrite(out, 4, "ppo", 0, train={"env_steps": 9000.0, "optimizer_steps": 200.0, "ref_kl_max": 0.0})
+    paper_table.summarize(out, res)
+    md = (res / "paper_table.md").read_text()
+    assert "| TGRPO | 1 | 4000 (1) | 3000 (1) |" in md
+    assert "| step-only | 1 | 5000 (1) | - |" in md
+    assert "| PPO | 1 | 9000 (1) | 200 (1) |" in md
+    assert "former protocol" in md and "T4 trajectory-only seed 0, T4 PPO seed 0." in md
+    _rewrite(out, 4, "ppo", 0, protocol={"env_step_budget": 4000})
+    _rewrite(out, 4, "traj_only", 0, alphas=[0.0, 1.0])
+    paper_table.summarize(out, res)
+    assert "former protocol" not in (res / "paper_table.md").read_text()
+
+
+def test_ppo_cells_run_at_the_env_steps_of_their_tgrpo_cell(tmp_path):
+    from libero_tgrpo.config import PipelineConfig
+
+    cell = paper_table.Cell(4, "ppo", 1)
+    with pytest.raises(RuntimeError, match="env-step budget of Task4 tgrpo seed 1"):
+        paper_table.ppo_overrides(tmp_path, cell, 30)
+    _cell(tmp_path, 4, "tgrpo", 1, 0.6)
+    _rewrite(tmp_path, 4, "tgrpo", 1, train={"env_steps": 4321.0})
+    over = paper_table.ppo_overrides(tmp_path, cell, 30)
+    cfg = PipelineConfig(task=4, seed=1, method="ppo").replace(**over)
+    ppo = cfg.rl_config(tmp_path)
+    assert ppo.env_step_budget == 4321 and ppo.iterations == 30 * paper_table.PPO_ITERATION_CAP_FACTOR
+    assert ppo.value_max_grad_norm == paper_table.PPO_VALUE_MAX_GRAD_NORM and ppo.normalize_value_targets
+    assert paper_table.protocol(cfg)["env_step_budget"] == 4321
+    assert paper_table.protocol(PipelineConfig(task=4, method="step_only"))["alphas"] == "zeroed before normalising"
+
+
+def test_run_cell_gives_ppo_the_budget_of_its_tgrpo_cell(tmp_path, monkeypatch):
+    # the stages are replaced by recorders: this checks what run_cell hands to training, not training itself
+    import libero_tgrpo.policies
+    import libero_tgrpo.stages
+    from tgrpo.trainer import TrainResult
+
+    seen = {}
+
+    def run_train(cfg, policy, spec, out_dir):
+        seen["cfg"] = cfg
+        return TrainResult(policy=policy, history=[{"charts/env_steps": 4321.0, "losses/optimizer_steps": 7.0}])
+
+    torch = pytest.importorskip("torch")
+    policy = torch.nn.Linear(2, 2)
+    sft_file = paper_table.Cell(4, "sft", 1).run_dir(tmp_path) / "sft" / "policy.pt"
+    sft_file.parent.mkdir(parents=True)
+    sft_file.write_text("x")
+    monkeypatch.setattr(libero_tgrpo.policies, "load_policy", lambda path: (policy, {}, {}))
+    monkeypatch.setattr(libero_tgrpo.stages, "run_train", run_train)
+    monkeypatch.setattr(libero_tgrpo.stages, "run_eval", lambda *a, **k: {
+        "summary": {"success_rate": 0.5, "placed_rate": 0.5}, "episodes": []})
+    _cell(tmp_path, 4, "tgrpo", 1, 0.6)
+    _rewrite(tmp_path, 4, "tgrpo", 1, train={"env_steps": 4321.0})
+    payload = paper_table.run_cell(tmp_path, paper_table.Cell(4, "ppo", 1), {"progress": False})
+    ppo = seen["cfg"].rl_config(tmp_path)
+    assert ppo.env_step_budget == 4321 and ppo.normalize_value_targets and ppo.value_max_grad_norm is not None
+    assert payload["protocol"]["env_step_budget"] == 4321
+    assert payload["train"]["env_steps"] == 4321.0 and payload["train"]["optimizer_steps"] == 7.0
