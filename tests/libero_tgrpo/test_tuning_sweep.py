@@ -34,7 +34,9 @@ def test_settings_reach_the_pipeline_config(tmp_path):
     assert (cfg.rl.lr, cfg.rl.kl_beta, cfg.rl.temperature, cfg.rl.update_schedule) == (3e-5, 0.2, 0.7, "minibatch")
     assert (cfg.rl.iterations, cfg.num_envs, cfg.eval.envs, cfg.seed, cfg.task) == (3, 2, 1, 1, 4)
     sft = ts._config(ts.Unit(4, 1), ts.UnitSize(), tmp_path)
-    assert sft.rl.lr == 1e-4 and sft.num_envs == 8  # the main job's settings
+    assert sft.rl.lr == 1e-4 and sft.num_envs == 8 and sft.rl.target_kl is None  # the main job's settings
+    held = ts._config(ts.Unit(4, 1, ts.Setting(1e-4, 0.04, 1.0, "per_step", 0.05)), size, tmp_path)
+    assert held.rl_config(tmp_path).target_kl == 0.05
 
 
 def test_heldout_placements_are_not_training_placements():
