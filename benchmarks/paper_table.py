@@ -152,9 +152,7 @@ def run_cell(out_dir: Path, cell: Cell, overrides: dict[str, Any]) -> dict[str, 
     task, method, seed = cell.task, cell.method, cell.seed
     run_dir = cell.run_dir(out_dir)
     cfg = PipelineConfig(task=task, seed=seed, method="tgrpo" if method == "sft" else method,
-                         output_dir=str(run_dir), video=False).replace(**overrides)
-    if method == "ppo":
-        cfg = cfg.replace(**ppo_overrides(out_dir, cell, cfg.rl.iterations))
+                         output_dir=str(run_dir), video=False).replace(**cell_overrides(out_dir, cell, overrides))
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     sft_file = run_dir / "sft" / "policy.pt"
@@ -204,6 +202,17 @@ def run_cell(out_dir: Path, cell: Cell, overrides: dict[str, Any]) -> dict[str, 
         "date": now(),
         **extra,
     }
+
+
+def cell_overrides(out_dir: Path, cell: Cell, overrides: dict[str, Any]) -> dict[str, Any]:
+    """The config changes of one cell: the run's ``overrides``, plus :func:`ppo_overrides` for a PPO cell
+    (unless ``overrides`` already hold its env-step budget, as when a driver computed them for a remote run)."""
+    if cell.method != "ppo" or "ppo.env_step_budget" in overrides:
+        return dict(overrides)
+    from libero_tgrpo.config import PipelineConfig
+
+    iterations = overrides.get("rl.iterations", PipelineConfig().rl.iterations)
+    return {**overrides, **ppo_overrides(out_dir, cell, iterations)}
 
 
 def ppo_overrides(out_dir: Path, cell: Cell, iterations: int) -> dict[str, Any]:

@@ -122,7 +122,7 @@ def run_cells_on_ray(
         import ray
     except ImportError as e:  # pragma: no cover - the full install has ray
         raise ImportError("--ray-address needs Ray: pip install 'libero-tgrpo[ray]'") from e
-    from benchmarks.paper_table import Cell
+    from benchmarks.paper_table import Cell, cell_overrides
 
     if not ray.is_initialized():
         ray.init(address=None if address == "local" else address, include_dashboard=False,
@@ -144,12 +144,21 @@ def run_cells_on_ray(
         nonlocal started
         policy_file = cell.run_dir(out_dir) / SFT_POLICY
         sft_policy = policy_file.read_bytes() if cell.is_rl and policy_file.is_file() else None
-        in_flight[remote.remote(cell.task, cell.method, cell.seed, overrides, sft_policy)] = cell
+        try:  # a PPO cell's env-step budget is read here, from its TGRPO cell's JSON
+            cell_over = cell_overrides(out_dir, cell, overrides)
+        except RuntimeError as e:
+            record(cell, None, str(e))
+            return
+        in_flight[remote.remote(cell.task, cell.method, cell.seed, cell_over, sft_policy)] = cell
         started += 1
         say(f"--- cell {cell.label} started on Ray")
 
+    tgrpo_todo = {c for c in todo if c.method == "tgrpo"}
     for cell in todo:
-        if cell.is_rl and cell.sft in sft_todo:
+        needs = Cell(cell.task, "tgrpo", cell.seed) if cell.method == "ppo" else None
+        if needs in tgrpo_todo:  # PPO runs at the env steps of its TGRPO cell: it starts when that one is done
+            waiting.setdefault(needs, []).append(cell)
+        elif cell.is_rl and cell.sft in sft_todo:
             waiting.setdefault(cell.sft, []).append(cell)
         elif may_start():
             submit(cell)
@@ -170,7 +179,7 @@ def run_cells_on_ray(
                 _write_bytes(run_dir / rel, data)
             record(cell, _localise(result["payload"], run_dir), None)
             say(f"    (ran on {result['host']}; {done} finished, {len(in_flight)} in flight)")
-        for rl_cell in waiting.pop(cell, []) if not cell.is_rl else []:
+        for rl_cell in waiting.pop(cell, []):
             if may_start():
                 submit(rl_cell)
     if len(todo) > started:

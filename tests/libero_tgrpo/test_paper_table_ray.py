@@ -78,3 +78,15 @@ def test_a_failing_cell_is_recorded_and_the_plan_goes_on(local_ray, demo_cache, 
 def test_bad_cpus_per_cell_is_refused_before_ray_starts(tmp_path):
     with pytest.raises(ValueError, match="cpus_per_cell=0"):
         run_cells_on_ray(tmp_path, [], {}, address="local", record=lambda *a: None, cpus_per_cell=0)
+
+
+def test_ppo_on_ray_waits_for_its_tgrpo_cell_and_runs_at_its_env_steps(local_ray, demo_cache, tmp_path):
+    cells = paper_table.plan([4], [0], ["sft", "tgrpo", "ppo"], [4])
+    started = run_cells_on_ray(tmp_path, cells, dict(_tiny(demo_cache), **{"eval.states": (0,)}), address="local",
+                               record=partial(paper_table._record, tmp_path), say=lambda s: None)
+    assert started == 3 and not list((tmp_path / "failed").glob("*.json"))
+    tgrpo = json.loads(paper_table.Cell(4, "tgrpo", 0).path(tmp_path).read_text())
+    ppo = json.loads(paper_table.Cell(4, "ppo", 0).path(tmp_path).read_text())
+    assert ppo["protocol"]["env_step_budget"] == int(tgrpo["train"]["env_steps"]) > 0
+    assert ppo["config"]["ppo"]["env_step_budget"] == ppo["protocol"]["env_step_budget"]
+    assert ppo["train"]["env_steps"] >= ppo["protocol"]["env_step_budget"]
