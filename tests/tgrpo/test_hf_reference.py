@@ -124,7 +124,7 @@ def test_adapter_checkpoints_are_peft_files_that_load_and_resume(tmp_path, model
     assert written < 3 * lora + 20_000 < base  # two adapters and their configs, no copy of the base model
     lp_after = policy.log_probs(obs, INSTR, tokens)[0].detach()
 
-    base_model = LlavaForConditionalGeneration.from_pretrained(model_dir, dtype=torch.float32)
+    base_model = LlavaForConditionalGeneration.from_pretrained(model_dir)  # float32, as saved
     peft_model = PeftModel.from_pretrained(base_model, str(adapter))
     sd = {n: p for n, p in peft_model.named_parameters() if "lora_" in n}
     live = {n: p for n, p in policy.model.named_parameters() if ".default." in n}

@@ -113,11 +113,17 @@ class LoRASettings:
         if not 0 <= self.dropout < 1:
             raise ValueError(f"LoRA dropout={self.dropout} must lie in [0, 1).")
 
-    def to_peft(self) -> Any:
-        """The equivalent ``peft.LoraConfig``."""
+    def to_peft(self, model: nn.Module | None = None) -> Any:
+        """The equivalent ``peft.LoraConfig``; with ``model``, ``"all-linear"`` is resolved to its linear layers'
+        names here (:func:`all_linear_targets`), so that every peft version adapts the same layers."""
         from peft import LoraConfig
 
-        targets = self.target_modules if isinstance(self.target_modules, str) else list(self.target_modules)
+        if isinstance(self.target_modules, str):
+            targets: Any = self.target_modules
+            if targets == "all-linear" and model is not None:
+                targets = all_linear_targets(model)
+        else:
+            targets = list(self.target_modules)
         return LoraConfig(
             r=self.r,
             lora_alpha=self.alpha,
@@ -126,6 +132,30 @@ class LoRASettings:
             init_lora_weights=self.init_lora_weights,
             **self.extra,
         )
+
+
+def all_linear_targets(model: nn.Module) -> list[str]:
+    """Names (last component) of the model's linear layers, without its output head: what ``"all-linear"``
+    means. peft 0.11 (OpenVLA's pin) keeps a nested head such as ``language_model.lm_head`` in that set, which
+    would train the whole head and write it into every adapter; newer peft leaves it out, and so does this.
+
+    Raises:
+        ValueError: if the model has no linear layer besides its head.
+    """
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    linear: tuple[type, ...] = (nn.Linear,)
+    try:
+        from transformers.pytorch_utils import Conv1D
+
+        linear += (Conv1D,)
+    except ImportError:  # pragma: no cover - transformers always has it
+        pass
+    head_names = {n.rsplit(".", 1)[-1] for n, m in model.named_modules() if head is not None and m is head}
+    names = {n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, linear) and m is not head}
+    names -= head_names
+    if not names:
+        raise ValueError(f"{type(model).__name__} has no linear layer besides its output head to put LoRA on.")
+    return sorted(names)
 
 
 def openvla_action_transform(
@@ -253,6 +283,22 @@ def _auto_model_class(config: Any) -> Any:
     )
 
 
+def _image_token(processor: Any, text_tokenizer: Any, config: Any) -> str | None:
+    """The placeholder a LLaVA-style prompt needs for its image, or None for a model that inserts the image
+    itself (OpenVLA). transformers >= 4.47 processors name it (``processor.image_token``); older ones leave it
+    to the model, whose config has its id (``image_token_index``, ``image_token_id`` in newer configs)."""
+    token = getattr(processor, "image_token", None)
+    if isinstance(token, str):
+        return token
+    for name in ("image_token_index", "image_token_id"):
+        idx = getattr(config, name, None)
+        if isinstance(idx, int) and idx >= 0 and hasattr(text_tokenizer, "convert_ids_to_tokens"):
+            found = text_tokenizer.convert_ids_to_tokens(idx)
+            if isinstance(found, str):
+                return found
+    return None
+
+
 class HFVLAPolicy(nn.Module):
     """A Hugging Face vision-to-text model with OpenVLA's action tokens, trained through a LoRA adapter.
 
@@ -268,8 +314,9 @@ class HFVLAPolicy(nn.Module):
         image_key: observation key of the camera image ([B, H, W, 3] uint8) in dict observations; array
             observations are taken as the images themselves.
         prompt_template: prompt with an ``{instruction}`` field (instructions are lower-cased). When the
-            processor has an ``image_token`` (LLaVA-style processors) that the template lacks, it is prepended
-            followed by a newline; OpenVLA's processor has none (the model inserts the image itself).
+            processor has an ``image_token`` (LLaVA-style processors), or the model config an
+            ``image_token_index`` (LLaVA under transformers 4.x), that the template lacks, it is prepended
+            followed by a newline; OpenVLA has neither (the model inserts the image after BOS itself).
         extra_prompt_ids: ids appended after the prompt, before the action tokens. None: the model's preset
             (:func:`model_preset`: OpenVLA's empty token 29871 for OpenVLA, nothing otherwise).
         action_vocab_size: the V of the action ids ``V - n_bins .. V - 1``; None: ``tokenizer.vocab_size`` (the
@@ -343,8 +390,8 @@ class HFVLAPolicy(nn.Module):
         if extra_prompt_ids is None:
             extra_prompt_ids = preset.extra_prompt_ids
         self.extra_prompt_ids = tuple(int(i) for i in extra_prompt_ids)
-        image_token = getattr(processor, "image_token", None)
-        if isinstance(image_token, str) and image_token not in prompt_template:
+        image_token = _image_token(processor, text_tok, model.config)
+        if image_token is not None and image_token not in prompt_template:
             prompt_template = f"{image_token}\n{prompt_template}"
         self.prompt_template = prompt_template
         self.image_key = image_key
@@ -364,7 +411,7 @@ class HFVLAPolicy(nn.Module):
                 )
         else:
             model.requires_grad_(False)
-            self.model = get_peft_model(model, (lora or LoRASettings()).to_peft())
+            self.model = get_peft_model(model, (lora or LoRASettings()).to_peft(model))
         if REFERENCE_ADAPTER in self.model.peft_config:
             self._freeze_reference_adapter()
         elif isinstance(model, PeftModel):

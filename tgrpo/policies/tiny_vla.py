@@ -14,6 +14,7 @@ order), then the added tokens ``<pad>`` and ``<image>``.
 
 from __future__ import annotations
 
+import inspect
 import os
 import re
 from pathlib import Path
@@ -31,9 +32,22 @@ TINY_WORDS = (
 ).split()
 
 
-def _tokenizer(n_bins: int):
+def _tokenizer_class(processor_cls: type) -> type:
+    """The tokenizer class to build: a Llama one where the processor insists on it (transformers 4.x's
+    ``LlavaProcessor`` checks ``tokenizer_class``), else ``PreTrainedTokenizerFast``. transformers 5's Llama
+    tokenizer rebuilds its own model on load, dropping this word-level one, so it is used only when required."""
+    import transformers
+
+    wanted = getattr(processor_cls, "tokenizer_class", None)
+    names = wanted if isinstance(wanted, tuple) else (wanted,)
+    for name in names:
+        if name and name.endswith("Fast") and name != "PreTrainedTokenizerFast" and hasattr(transformers, name):
+            return getattr(transformers, name)
+    return transformers.PreTrainedTokenizerFast
+
+
+def _tokenizer(n_bins: int, tokenizer_cls: type):
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
 
     vocab: dict[str, int] = {"<unk>": 0, "<s>": 1, "</s>": 2}
     prompt_words = re.findall(r"\w+|[^\w\s]", OPENVLA_PROMPT.replace("{instruction}", "").lower())
@@ -46,11 +60,20 @@ def _tokenizer(n_bins: int):
     tok.normalizer = normalizers.Lowercase()
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
-    hf_tok = PreTrainedTokenizerFast(
+    hf_tok = tokenizer_cls(
         tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>", padding_side="right"
     )
     hf_tok.add_special_tokens({"pad_token": "<pad>", "additional_special_tokens": ["<image>"]})
     return hf_tok
+
+
+def _init_parameters(cls: type) -> set[str]:
+    """Keyword arguments the constructor of ``cls`` names (its own, not ``**kwargs``)."""
+    return {
+        name
+        for name, p in inspect.signature(cls.__init__).parameters.items()
+        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+    }
 
 
 def save_tiny_llava(
@@ -92,17 +115,23 @@ def save_tiny_llava(
 
     if image_size % patch_size:
         raise ValueError(f"image_size={image_size} must be a multiple of patch_size={patch_size}.")
-    tok = _tokenizer(n_bins)
+    tok = _tokenizer(n_bins, _tokenizer_class(LlavaProcessor))
     image_proc = ImageProcessor(
         size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}
     )
+    # transformers >= 4.47 expands "<image>" into the patch tokens in the processor; 4.40's processor takes
+    # no such options and the model expands the single "<image>" token itself. Pass what the class accepts.
+    wanted = {
+        "patch_size": patch_size,
+        "vision_feature_select_strategy": "default",
+        "image_token": "<image>",
+        "num_additional_image_tokens": 1,
+    }
+    accepted = _init_parameters(LlavaProcessor)
     processor = LlavaProcessor(
         image_processor=image_proc,
         tokenizer=tok,
-        patch_size=patch_size,
-        vision_feature_select_strategy="default",
-        image_token="<image>",
-        num_additional_image_tokens=1,
+        **{k: v for k, v in wanted.items() if k in accepted},
     )
     vision = CLIPVisionConfig(
         hidden_size=hidden_size // 2,
@@ -122,7 +151,8 @@ def save_tiny_llava(
         max_position_embeddings=512,
         bos_token_id=tok.bos_token_id,
         eos_token_id=tok.eos_token_id,
-        pad_token_id=tok.pad_token_id,
+        # no padding_idx: a zero pad embedding would pass for an image slot in transformers 4.x's LLaVA merge
+        pad_token_id=None,
     )
     config = LlavaConfig(
         vision_config=vision,
@@ -130,6 +160,7 @@ def save_tiny_llava(
         image_token_index=tok.convert_tokens_to_ids("<image>"),
         vision_feature_select_strategy="default",
         vision_feature_layer=-1,
+        pad_token_id=tok.pad_token_id,  # transformers 4.x's LLaVA tells right from left padding by it
     )
     state = torch.random.get_rng_state()
     torch.manual_seed(seed)
