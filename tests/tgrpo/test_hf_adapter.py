@@ -40,6 +40,9 @@ def test_loads_through_from_pretrained_with_a_lora_adapter(policy):
     assert isinstance(policy.model, PeftModel)
     trainable = dict((n, p) for n, p in policy.model.named_parameters() if p.requires_grad)
     assert trainable and all("lora_" in n for n in trainable)
+    # "all-linear": every linear layer but the output head, on every peft version (0.11 kept a nested lm_head)
+    assert not [n for n in trainable if "lm_head" in n]
+    assert any("vision_tower" in n for n in trainable) and any("q_proj" in n for n in trainable)
     assert {id(p) for p in policy.trainable_parameters()} == {id(p) for p in trainable.values()}
     assert policy.vocab_size == policy.processor.tokenizer.vocab_size
     # the last 256 ids of the base vocabulary are the action tokens, id V - 1 - k

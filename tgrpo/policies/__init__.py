@@ -5,7 +5,8 @@
 * :class:`HFVLAPolicy` (``pip install libero-tgrpo[hf]``): any Hugging Face vision-to-text model with
   OpenVLA's action-token convention (e.g. ``openvla/openvla-7b``), wrapped in a peft LoRA adapter.
 * :func:`save_tiny_llava`: writes a tiny LLaVA-architecture VLA built from a config (no download), to test the
-  Hugging Face path end to end.
+  Hugging Face path end to end; :func:`save_tiny_openvla`: a tiny model with OpenVLA's input layout, ids,
+  ``norm_stats`` and remote-code loading.
 
 The Hugging Face names are imported lazily: ``import tgrpo.policies`` does not import transformers or peft.
 """
@@ -24,6 +25,7 @@ _LAZY = {
     "openvla_prompt": "tgrpo.policies.hf",
     "openvla_action_transform": "tgrpo.policies.hf",
     "save_tiny_llava": "tgrpo.policies.tiny_vla",
+    "save_tiny_openvla": "tgrpo.policies.tiny_vla",
 }
 
 __all__ = [
@@ -37,6 +39,7 @@ __all__ = [
     "openvla_action_transform",
     "openvla_prompt",
     "save_tiny_llava",
+    "save_tiny_openvla",
 ]
 
 

@@ -64,6 +64,8 @@ OPENVLA_PROMPT = "In: What action should the robot take to {instruction}?\nOut:"
 HF_RECOMMENDED_LR = 1e-5
 #: OpenVLA appends this id (Llama-2's empty "▁" token) after "Out:" before the action tokens.
 OPENVLA_EMPTY_TOKEN_ID = 29871
+#: Processor outputs laid out along the text (rebuilt per row by the adapter, never passed on as they are).
+TEXT_ALIGNED_KEYS = ("input_ids", "attention_mask", "token_type_ids")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 #: Name of the peft adapter that holds the frozen reference policy (see :meth:`HFVLAPolicy.reset_reference`).
 REFERENCE_ADAPTER = "reference"
@@ -191,6 +193,32 @@ def openvla_action_transform(
     return transform
 
 
+def resolve_unnorm_key(norm_stats: Mapping[str, Any], unnorm_key: str | None) -> str:
+    """The ``norm_stats`` entry that un-normalises actions, chosen as OpenVLA's ``predict_action`` does: the
+    given key, or the only entry when none is given.
+
+    Raises:
+        ValueError: naming the available keys, when the key is missing from ``norm_stats``, when none is given
+            and there are several, or when the model has no ``norm_stats`` at all.
+    """
+    keys = sorted(norm_stats)
+    if not keys:
+        raise ValueError(
+            f"unnorm_key={unnorm_key!r} was given, but the model has no norm_stats (action statistics); only "
+            "OpenVLA-style checkpoints carry them. Leave unnorm_key unset for this model."
+        )
+    if unnorm_key is None:
+        if len(keys) == 1:
+            return keys[0]
+        raise ValueError(
+            f"the model has action statistics for {len(keys)} datasets {keys}; pass unnorm_key (--unnorm-key) "
+            "naming the one its actions were trained on, e.g. 'libero_object'."
+        )
+    if unnorm_key not in norm_stats:
+        raise ValueError(f"unnorm_key={unnorm_key!r} is not in the model's norm_stats; available: {keys}.")
+    return unnorm_key
+
+
 @dataclass(frozen=True)
 class ModelPreset:
     """The adapter's defaults that depend on the model family (each can be overridden by its argument)."""
@@ -266,8 +294,11 @@ def _load_failure(src: str, what: str, error: BaseException) -> str:
     return f"cannot load {what} from {src!r}: tried {tried}; {type(error).__name__}: {reason}.{hint}"
 
 
-def _auto_model_class(config: Any) -> Any:
-    """The transformers Auto class for a vision-to-text model (the one named in ``auto_map`` first)."""
+def _auto_model_class(config: Any, src: str, trust_remote_code: bool) -> Any:
+    """The class whose ``from_pretrained`` loads a vision-to-text model: the transformers Auto class named in
+    the config's ``auto_map`` first; where that Auto class is gone from the installed transformers
+    (``AutoModelForVision2Seq``, OpenVLA's, is not in transformers 5), the model code class it names, when
+    remote code is trusted; else ``AutoModelForVision2Seq`` / ``AutoModelForImageTextToText``."""
     import transformers
 
     names = ("AutoModelForVision2Seq", "AutoModelForImageTextToText", "AutoModelForCausalLM")
@@ -275,6 +306,11 @@ def _auto_model_class(config: Any) -> Any:
     for name in names:
         if name in auto_map and hasattr(transformers, name):
             return getattr(transformers, name)
+    for name in names:
+        if name in auto_map and trust_remote_code:
+            from transformers.dynamic_module_utils import get_class_from_dynamic_module
+
+            return get_class_from_dynamic_module(auto_map[name], src)
     for name in names[:2]:
         if hasattr(transformers, name):
             return getattr(transformers, name)
@@ -317,7 +353,8 @@ class HFVLAPolicy(nn.Module):
             processor has an ``image_token`` (LLaVA-style processors), or the model config an
             ``image_token_index`` (LLaVA under transformers 4.x), that the template lacks, it is prepended
             followed by a newline; OpenVLA has neither (the model inserts the image after BOS itself).
-        extra_prompt_ids: ids appended after the prompt, before the action tokens. None: the model's preset
+        extra_prompt_ids: ids appended after the prompt, before the action tokens, unless the tokenised prompt
+            already ends with them (as OpenVLA's ``predict_action`` does with 29871). None: the model's preset
             (:func:`model_preset`: OpenVLA's empty token 29871 for OpenVLA, nothing otherwise).
         action_vocab_size: the V of the action ids ``V - n_bins .. V - 1``; None: ``tokenizer.vocab_size`` (the
             base vocabulary without added tokens; 32000 for OpenVLA, whose logits have 32064 entries).
@@ -458,7 +495,9 @@ class HFVLAPolicy(nn.Module):
             model_kwargs: other keyword arguments of the model's ``from_pretrained``.
             unnorm_key: for OpenVLA checkpoints, the dataset whose action statistics
                 (``model.norm_stats[unnorm_key]``) un-normalise the actions, e.g. ``"libero_object"``; sets
-                ``action_transform=openvla_action_transform(...)``.
+                ``action_transform=openvla_action_transform(...)``. None: the only entry of ``norm_stats`` when
+                there is exactly one (as OpenVLA's ``predict_action``), an error when there are several, no
+                un-normalisation for a model without ``norm_stats``. An ``action_transform`` argument wins.
             **kwargs: constructor arguments (``lora``, ``micro_batch_size``, ``gradient_checkpointing``, ...).
 
 
@@ -466,7 +505,8 @@ class HFVLAPolicy(nn.Module):
             HFLoadError: (a ``ValueError``) when the model, its processor or the adapter cannot be loaded (a
                 missing directory, missing files, an unreachable Hub id, code that needs ``trust_remote_code``);
                 one line naming the path and what was tried.
-            ValueError: on an unknown dtype or an ``unnorm_key`` the model has no statistics for.
+            ValueError: on an unknown dtype, an ``unnorm_key`` the model has no statistics for, or no
+                ``unnorm_key`` for a model with statistics of several datasets (:func:`resolve_unnorm_key`).
         """
         import transformers
         from transformers import AutoConfig, AutoProcessor
@@ -478,7 +518,7 @@ class HFVLAPolicy(nn.Module):
             config = AutoConfig.from_pretrained(src, trust_remote_code=trust_remote_code)
         except (OSError, ValueError) as e:
             raise HFLoadError(_load_failure(src, "the model config", e)) from None
-        auto_cls = _auto_model_class(config)
+        auto_cls = _auto_model_class(config, src, trust_remote_code)
         major = int(transformers.__version__.split(".")[0])
         kw: dict[str, Any] = {
             "trust_remote_code": trust_remote_code,
@@ -497,13 +537,10 @@ class HFVLAPolicy(nn.Module):
             raise HFLoadError(_load_failure(proc_src, "the processor", e)) from None
         if device is not None:
             model.to(device)
-        if unnorm_key is not None:
-            stats = getattr(model, "norm_stats", None) or getattr(config, "norm_stats", None) or {}
-            if unnorm_key not in stats:
-                raise ValueError(
-                    f"unnorm_key={unnorm_key!r} is not in the model's norm_stats {sorted(stats)}."
-                )
-            kwargs.setdefault("action_transform", openvla_action_transform(stats[unnorm_key]["action"]))
+        stats = getattr(model, "norm_stats", None) or getattr(config, "norm_stats", None) or {}
+        if "action_transform" not in kwargs and (unnorm_key is not None or stats):
+            key = resolve_unnorm_key(stats, unnorm_key)
+            kwargs["action_transform"] = openvla_action_transform(stats[key]["action"])
         if adapter_path is not None:
             from peft import PeftModel
 
@@ -561,12 +598,12 @@ class HFVLAPolicy(nn.Module):
             text=texts, images=[Image.fromarray(im) for im in images], return_tensors="pt", padding=True
         )
         ids, mask = batch["input_ids"], batch["attention_mask"].bool()
-        prompts = [row[m].tolist() + list(self.extra_prompt_ids) for row, m in zip(ids, mask)]
+        prompts = [self._with_extra_ids(row[m].tolist()) for row, m in zip(ids, mask)]
         b = len(prompts)
         extras = {
             k: v
             for k, v in batch.items()
-            if k not in ("input_ids", "attention_mask")
+            if k not in TEXT_ALIGNED_KEYS
             and isinstance(v, torch.Tensor)
             and v.shape[:1] == (b,)
         }
@@ -575,6 +612,14 @@ class HFVLAPolicy(nn.Module):
                 f"the processor returned {sorted(batch)}; HFVLAPolicy needs per-row 'pixel_values' [B, C, H, W]."
             )
         return prompts, extras
+
+    def _with_extra_ids(self, prompt: list[int]) -> list[int]:
+        """``prompt`` followed by ``extra_prompt_ids``, unless it already ends with them (OpenVLA's
+        ``predict_action`` appends 29871 only when the last id is not 29871)."""
+        extra = list(self.extra_prompt_ids)
+        if extra and prompt[-len(extra) :] == extra:
+            return prompt
+        return prompt + extra
 
     def _forward(
         self, seqs: list[list[int]], extras: dict[str, torch.Tensor], rows: Sequence[int], **kw: Any
