@@ -302,7 +302,7 @@ class SharedEvalEnvs:
         if self._envs is None:
             c = self.cfg
             self._envs = make_eval_envs(c.task, min(c.eval.envs, len(c.eval.states)), obs_mode=c.obs_mode,
-                                        max_episode_steps=c.eval.max_steps, **c.env_backend)
+                                        max_episode_steps=c.eval.max_steps, **c.env_backend, **c.env_kwargs())
         return self._envs
 
     def close(self) -> None:
@@ -431,15 +431,17 @@ def run_eval(
     say: Say = _default_say,
     envs: Any = None,
     env_backend: dict[str, Any] | None = None,
+    env_kwargs: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Evaluate a policy on benchmark states (one episode each); the result carries versions and seeds.
 
     ``env_backend`` (:attr:`PipelineConfig.env_backend`) chooses where the envs it makes run (e.g. Ray actors
-    across a cluster); ``envs`` gives it envs made elsewhere."""
+    across a cluster); ``env_kwargs`` (:meth:`PipelineConfig.env_kwargs`, e.g. the camera ``image_size`` of a
+    Hugging Face VLA) go to each env it makes; ``envs`` gives it envs made elsewhere."""
     own = envs is None
     if own:
         envs = make_eval_envs(task, min(num_envs, len(states)), obs_mode=obs_mode, max_episode_steps=max_steps,
-                              **(env_backend or {}))
+                              **(env_backend or {}), **(env_kwargs or {}))
     try:
         res = evaluate_benchmark(envs, policy, list(states), max_steps=max_steps, temperature=temperature,
                                  seed=seed, progress=progress, log=say)
@@ -456,4 +458,5 @@ def eval_config_kwargs(cfg: PipelineConfig) -> dict[str, Any]:
     """:func:`run_eval`'s keyword arguments from a pipeline config."""
     e = cfg.eval
     return dict(obs_mode=cfg.obs_mode, states=e.states, num_envs=e.envs, max_steps=e.max_steps,
-                temperature=e.temperature, seed=cfg.seed, progress=cfg.progress, env_backend=cfg.env_backend)
+                temperature=e.temperature, seed=cfg.seed, progress=cfg.progress, env_backend=cfg.env_backend,
+                env_kwargs=cfg.env_kwargs())
