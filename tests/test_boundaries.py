@@ -22,7 +22,7 @@ ALLOWED_ONLY = {"rewards": {"gymnasium", "numpy", "rewards"} | set(sys.stdlib_mo
 
 OWN_DEPENDENCY = {"libero_gym": "libero", "tgrpo": "torch", "rewards": "gymnasium"}
 
-OPTIONAL_MODULES = {"tgrpo.policies.hf"}
+OPTIONAL_MODULES = {"tgrpo.policies.hf", "tgrpo.policies.tiny_openvla_code"}
 """Modules that need an optional extra (transformers/peft) and are only imported on demand."""
 
 NOT_AT_IMPORT = {"tgrpo": {"transformers", "peft"}}

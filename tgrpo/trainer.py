@@ -38,6 +38,7 @@ from tgrpo.kl_control import adapt_kl_beta, kl_too_far
 from tgrpo.logger import MetricsLogger, plot_training_curve, progress_bar
 from tgrpo.loss import tgrpo_loss
 from tgrpo.nonfinite import NonFiniteGuard, check_finite_state
+from tgrpo.policies.common import recover_dir, write_dir_atomically
 from tgrpo.policy import MLPTokenPolicy, TokenActionPolicy
 from tgrpo.rollout import GroupRollout, collect_group
 
@@ -279,6 +280,8 @@ def train(
     kl_beta = float(cfg.kl_beta)
     for stale in remove_stale_temp_files(ckpt_path):
         log.info("removed %s, the temporary file of a killed checkpoint write", stale)
+    for line in recover_dir(out_dir / ADAPTER_DIR_NAME):
+        log.info(line)
     if cfg.resume and ckpt_path.exists():
         ckpt = load_checkpoint(ckpt_path)
         changed = {
@@ -383,7 +386,7 @@ def train(
                     },
                 )
                 if callable(getattr(policy, "save_pretrained", None)):  # e.g. a peft adapter, in its own format
-                    policy.save_pretrained(out_dir / ADAPTER_DIR_NAME)
+                    write_dir_atomically(out_dir / ADAPTER_DIR_NAME, policy.save_pretrained)
             bar.update(1)
             bar.set_postfix(
                 success=f"{row['charts/success_rate']:.2f}", ret=f"{row['charts/mean_return']:.2f}"

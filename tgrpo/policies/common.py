@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Sequence
+import shutil
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -91,3 +93,81 @@ def looks_like_model(path: str | os.PathLike) -> str | None:
         f"cannot load a model from {s!r}: no such local directory, and it is not a Hugging Face Hub id "
         "('org/name'); pass a directory written by save_pretrained or a Hub id such as 'openvla/openvla-7b'."
     )
+
+
+def _side_dir(path: Path, kind: str, pid: int) -> Path:
+    return path.with_name(f".{path.name}.{kind}.{pid}")
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return False  # this process is not writing it now
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def write_dir_atomically(path: str | os.PathLike, write: Callable[[Path], Any]) -> Path:
+    """Write a directory in full beside ``path``, then move it into place.
+
+    ``write(tmp)`` fills ``.<name>.tmp.<pid>``; only when it returns is the previous directory renamed to
+    ``.<name>.old.<pid>``, the new one renamed to ``path`` and the old one removed. A process killed while
+    writing leaves the previous directory intact; one killed between the two renames leaves it under the
+    ``.old`` name, which :func:`recover_dir` puts back.
+
+    Args:
+        path: the directory to (re)write, e.g. ``run/adapter``.
+        write: fills the directory it is given (e.g. ``policy.save_pretrained``).
+
+    Returns:
+        ``path``.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pid = os.getpid()
+    tmp, old = _side_dir(path, "tmp", pid), _side_dir(path, "old", pid)
+    for leftover in (tmp, old):
+        if leftover.exists():
+            shutil.rmtree(leftover)
+    try:
+        write(tmp)
+        if path.exists():
+            os.replace(path, old)
+        os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+    return path
+
+
+def recover_dir(path: str | os.PathLike) -> list[str]:
+    """Clean up after writers of :func:`write_dir_atomically` that were killed: remove their unfinished
+    ``.tmp`` directories, and put a ``.old`` directory back when ``path`` is missing (else remove it).
+    Directories of live processes are left alone.
+
+    Returns:
+        one line per action taken, for the log.
+    """
+    path = Path(path)
+    done: list[str] = []
+    if not path.parent.is_dir():
+        return done
+    pattern = re.compile(rf"^\.{re.escape(path.name)}\.(tmp|old)\.(\d+)$")
+    found = sorted(
+        (m.group(1), int(m.group(2)), e) for e in path.parent.iterdir() if (m := pattern.match(e.name))
+    )
+    for kind, pid, entry in found:
+        if _alive(pid):
+            continue
+        if kind == "old" and not path.exists():
+            os.replace(entry, path)
+            done.append(f"restored {path} from {entry.name}, left by a write killed between its renames")
+        else:
+            shutil.rmtree(entry, ignore_errors=True)
+            done.append(f"removed {entry}, left by a killed write of {path.name}")
+    return done
