@@ -9,7 +9,7 @@ schedule, L steps) on a synthetic camera env whose step costs nothing; with and 
 checkpointing. Peak GPU memory, the GPU's name and the versions are recorded.
 
 Writes ``benchmarks/results/hf_gpu.json`` (``--tiny``: ``hf_gpu_tiny.json``; ``--out``: elsewhere).
-``--tiny`` runs the same code on the tiny LLaVA in float32 on the CPU: the smoke test CI runs.
+``--tiny`` runs the same code on the tiny LLaVA in float32 on the CPU, on one thread: the smoke test CI runs.
 
 Not yet run on a GPU in this version: no ``hf_gpu.json`` is recorded (docs/openvla.md).
 
@@ -52,7 +52,9 @@ def build_policy(tmp: Path, tiny: bool, device: str, checkpointing: bool) -> Any
     from tgrpo.policies import HFVLAPolicy, LoRASettings, save_tiny_llava
 
     if tiny:
-        path = save_tiny_llava(tmp / "tiny")
+        path = tmp / "tiny"
+        if not path.exists():  # written once, loaded by both runs
+            save_tiny_llava(path)
         return HFVLAPolicy.from_pretrained(path, dtype="float32", device=device, lora=LoRASettings(r=8, alpha=16),
                                            gradient_checkpointing=checkpointing)
     from transformers import (
@@ -148,6 +150,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=None, help="JSON file to write (default benchmarks/results/hf_gpu[_tiny].json)")
     args = ap.parse_args(argv)
     device = "cpu" if args.tiny else "cuda"
+    if args.tiny:
+        # the tiny model's matrices gain nothing from intra-op threads, and on a shared CPU their spinning
+        # costs several times the work itself (50 s -> 13 s for the smoke test on a loaded 2-core machine)
+        torch.set_num_threads(1)
     if not args.tiny and not torch.cuda.is_available():
         print("hf_gpu: no CUDA device; run with --tiny for the CPU smoke test.", file=sys.stderr)
         return 2
