@@ -76,6 +76,8 @@ class DemosCommand:
     """Observations to store (the vision policy needs rgb_state)."""
     out: str | None = None
     """Also copy the set to this .npz file."""
+    lerobot: str | None = None
+    """Also export the set as a LeRobotDataset (v3.0) to this new directory (needs the 'lerobot' extra)."""
     debug: bool = False
     """Show the full traceback of an error (by default one line)."""
 
@@ -310,6 +312,10 @@ def _cmd_demos(args: DemosCommand) -> int:
     if args.out:
         shutil.copyfile(path, args.out)
         path = Path(args.out)
+    if args.lerobot:
+        from libero_tgrpo.demo_lerobot import export_lerobot
+
+        print(f"LeRobotDataset: {export_lerobot(demos, args.lerobot)}")
     print(f"{path} ({'reused' if cached else 'generated'}: {demos.num_episodes} episodes, {demos.num_steps} steps)")
     return 0
 

@@ -31,6 +31,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import inspect
 import io
@@ -59,6 +60,10 @@ __all__ = [
     "generate_demos",
     "save_demos",
     "load_demos",
+    "DEMO_FILE_FORMATS",
+    "demos_file_format",
+    "read_demos",
+    "select_observations",
     "demos_cache_path",
     "get_demos",
 ]
@@ -342,6 +347,75 @@ def load_demos(path: str | os.PathLike) -> DemoSet:
         episode_seeds=data["episode_seeds"],
         meta=meta,
     )
+
+
+DEMO_FILE_FORMATS = ("npz", "lerobot", "hdf5")
+"""Demonstration formats :func:`read_demos` reads: our ``.npz`` (:func:`save_demos`), a LeRobotDataset v3
+directory (:mod:`libero_tgrpo.demo_lerobot`), a LIBERO / robomimic HDF5 file (:mod:`libero_tgrpo.demo_hdf5`)."""
+
+
+def demos_file_format(path: str | os.PathLike) -> str:
+    """The format of a demonstrations path: ``"lerobot"`` (a directory with ``meta/info.json``), ``"hdf5"``
+    (a file ending in ``.hdf5``/``.h5``/``.he5``) or ``"npz"`` (any other file).
+
+    Raises:
+        DemoFormatError: if the path does not exist or is a directory that is not a LeRobotDataset.
+    """
+    from libero_tgrpo.demo_hdf5 import HDF5_SUFFIXES
+
+    p = Path(path)
+    if p.is_dir():
+        if (p / "meta" / "info.json").is_file():
+            return "lerobot"
+        raise DemoFormatError(
+            f"{str(p)!r} is a directory but not a LeRobotDataset (no meta/info.json). Accepted demonstrations: "
+            "an .npz of `libero-tgrpo demos`, a LeRobotDataset directory, a LIBERO/robomimic .hdf5 file."
+        )
+    if not p.is_file():
+        raise DemoFormatError(
+            f"demonstrations path {str(p)!r} does not exist. Accepted: an .npz of `libero-tgrpo demos --out PATH`, a "
+            "LeRobotDataset directory, a LIBERO/robomimic .hdf5 file (or drop --demos to use the cached default)."
+        )
+    return "hdf5" if p.suffix.lower() in HDF5_SUFFIXES else "npz"
+
+
+def read_demos(path: str | os.PathLike) -> DemoSet:
+    """Read demonstrations in any of :data:`DEMO_FILE_FORMATS`, chosen by :func:`demos_file_format`.
+
+    Raises:
+        DemoFormatError: if the path does not exist or is not demonstrations of an accepted format.
+    """
+    fmt = demos_file_format(path)
+    if fmt == "lerobot":
+        from libero_tgrpo.demo_lerobot import load_lerobot
+
+        return load_lerobot(path)
+    if fmt == "hdf5":
+        from libero_tgrpo.demo_hdf5 import load_hdf5_demos
+
+        return load_hdf5_demos(path)
+    return load_demos(path)
+
+
+def select_observations(demos: DemoSet, observation_space: Any, source: str = "the demonstrations") -> DemoSet:
+    """``demos`` with only the observation keys of a Dict ``observation_space``, checked against its shapes.
+
+    Raises:
+        ValueError: if a key of the space is missing from ``demos.obs`` or has another per-step shape; the
+            message names the keys the demonstrations have.
+    """
+    spaces = dict(observation_space.spaces)
+    have = {k: tuple(v.shape[1:]) for k, v in demos.obs.items()}
+    bad = [k for k, sp in spaces.items() if have.get(k) != tuple(sp.shape)]
+    if bad:
+        want = {k: tuple(sp.shape) for k, sp in spaces.items()}
+        raise ValueError(
+            f"{source} do not fit the policy's observations: it reads {want}, the demonstrations have {have}. "
+            "LIBERO/robomimic HDF5 files carry camera images but not the 29-dim 'state' (no object poses): "
+            "fine-tune an image policy on them (--policy with a Hugging Face model, obs_mode 'rgb'), with the "
+            "env's image size equal to the files' (LIBERO: 128)."
+        )
+    return dataclasses.replace(demos, obs={k: demos.obs[k] for k in spaces})
 
 
 def demos_cache_path(

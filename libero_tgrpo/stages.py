@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 from libero_gym import MAX_EPISODE_STEPS, NUM_INIT_STATES
 from libero_tgrpo.config import PipelineConfig
-from libero_tgrpo.demos import DemoSet, get_demos, load_demos
+from libero_tgrpo.demos import DemoSet, get_demos, read_demos, select_observations
 from libero_tgrpo.envs import env_id, make_eval_envs, make_train_envs
 from libero_tgrpo.evaluation import evaluate_benchmark
 from libero_tgrpo.files import LOCK_NAME, DirLock, RunDirError, check_writable, write_json, write_text
@@ -317,11 +317,11 @@ class SharedEvalEnvs:
         self.close()
 
 
-def observation_space(task: int, obs_mode: str) -> Any:
+def observation_space(task: int, obs_mode: str, **env_kwargs: Any) -> Any:
     """The observation space of one env of ``task`` in ``obs_mode`` (the env is made and closed)."""
     import gymnasium as gym
 
-    e = gym.make(env_id(task), obs_mode=obs_mode)
+    e = gym.make(env_id(task), obs_mode=obs_mode, **env_kwargs)
     try:
         return e.observation_space
     finally:
@@ -332,9 +332,9 @@ def run_demos(cfg: PipelineConfig, say: Say = _default_say) -> tuple[DemoSet, Pa
     """Stage 1: load the demonstrations file, or the cached set, or generate and cache it."""
     d = cfg.demos
     if d.demos_path:
-        demos = load_demos(d.demos_path)
+        demos = read_demos(d.demos_path)
         say(f"demos: {d.demos_path} ({demos.num_episodes} episodes, {demos.num_steps} steps)")
-        if int(demos.meta.get("task", cfg.task)) != cfg.task:
+        if demos.meta.get("task") is not None and int(demos.meta["task"]) != cfg.task:
             raise ValueError(
                 f"demonstrations file {d.demos_path!r} is for Task{demos.meta.get('task')}, not Task{cfg.task}."
             )
@@ -355,6 +355,9 @@ def run_sft(
     from libero_tgrpo.sft import freeze_reference, sft, token_cross_entropy
 
     space = observation_space(cfg.task, cfg.obs_mode) if cfg.policy in ("state", "vision") else None
+    # the demonstrations must hold what the policy's env observes (a Hugging Face VLA: its camera size)
+    demos = select_observations(demos, space or observation_space(cfg.task, cfg.obs_mode, **cfg.env_kwargs()),
+                                source=f"demonstrations ({cfg.demos.demos_path or 'expert'})")
     policy, spec = build_policy(cfg.policy, space, seed=cfg.seed, hidden=cfg.hidden, **cfg.policy_kwargs())
     sft_cfg = cfg.sft_config()
     ce_before = token_cross_entropy(policy, demos)
