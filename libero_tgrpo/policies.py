@@ -10,18 +10,26 @@ kind               policy                                      observation mode 
 a path or Hub id   ``tgrpo.policies.HFVLAPolicy`` (LoRA)        ``"rgb"``
 =================  ==========================================  ==========================================
 
-A policy file (``policy.pt``) holds the policy's ``state_dict`` and a *spec*: the kind, the constructor
-arguments, the observation mode, the task and how the weights were made (SFT, TGRPO, ...), so that
-:func:`load_policy` rebuilds the same policy without other information.
+A policy file holds the policy's ``state_dict`` and a *spec*: the kind, the constructor arguments, the
+observation mode, the task and how the weights were made (SFT, TGRPO, ...), so that :func:`load_policy`
+rebuilds the same policy without other information. Two formats, chosen by the file name:
+
+* ``NAME.safetensors`` + ``NAME.json`` (:data:`SAFETENSORS_SUFFIX`): the weights as safetensors (no pickle
+  at all: a header of tensor names, dtypes and shapes, then raw bytes) and the spec and info as JSON beside
+  them. The pipeline writes the built-in policies this way (``policy.safetensors``, and every
+  ``--snapshot-interval`` iterations ``snapshots/iter_NNNN.safetensors``); ``libero-tgrpo eval`` reads them.
+* ``NAME.pt``: the same payload through ``torch.save``, read with ``weights_only=True``.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
 
 import tgrpo
+from libero_tgrpo.files import atomic_write, json_default, write_json
 from libero_tgrpo.versions import now, versions
 from tgrpo.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 
@@ -33,6 +41,7 @@ __all__ = [
     "save_policy",
     "load_policy",
     "DEFAULT_STATE_HIDDEN",
+    "SAFETENSORS_SUFFIX",
 ]
 
 POLICY_KINDS = ("state", "vision")
@@ -42,7 +51,12 @@ DEFAULT_STATE_HIDDEN = (64, 64)
 """Hidden layer widths of the built-in state policy."""
 
 POLICY_FILE_VERSION = 1
-"""Version of the ``policy.pt`` layout."""
+"""Version of the policy file layout (``.pt`` payload; ``.json`` beside a ``.safetensors``)."""
+
+SAFETENSORS_SUFFIX = ".safetensors"
+"""A policy path ending so is written and read as safetensors weights + a JSON file of the same stem."""
+
+_SAFETENSORS_FORMAT = "libero_tgrpo.policy"
 
 
 class PolicyFileError(ValueError):
@@ -138,13 +152,44 @@ def _rebuild(spec: dict[str, Any]) -> Any:
     raise PolicyFileError(f"policy spec has kind={kind!r}; accepted kinds are 'state', 'vision' and 'hf'.")
 
 
+def _save_safetensors(payload: dict[str, Any], path: Path) -> Path:
+    from safetensors.torch import save
+
+    state = {k: v.detach().cpu().contiguous().clone() for k, v in payload["state_dict"].items()}
+    config = {k: v for k, v in payload.items() if k != "state_dict"}
+    config = json.loads(json.dumps(config, default=json_default))  # plain data only, as in the .pt payload
+    data = save(state, metadata={"format": _SAFETENSORS_FORMAT, "format_version": str(POLICY_FILE_VERSION)})
+    write_json(path.with_suffix(".json"), config)
+    return atomic_write(path, lambda p: p.write_bytes(data))
+
+
+def _load_safetensors(path: Path) -> dict[str, Any]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    config_path = path.with_suffix(".json")
+    if not config_path.is_file():
+        raise PolicyFileError(
+            f"{str(config_path)!r} (the policy's spec, written beside {path.name}) is missing; a .safetensors file "
+            "holds only weights."
+        )
+    try:
+        config = json.loads(config_path.read_text())
+        state = load_file(str(path), device="cpu")
+    except (OSError, ValueError, SafetensorError) as e:
+        raise PolicyFileError(f"{str(path)!r} with {config_path.name} is not a readable policy: {e}") from e
+    if not isinstance(config, dict) or "spec" not in config:
+        raise PolicyFileError(f"{str(config_path)!r} is not a policy config written by libero_tgrpo (no 'spec').")
+    return {**config, "state_dict": state}
+
+
 def save_policy(policy: Any, spec: dict[str, Any], path: str | os.PathLike, **info: Any) -> Path:
-    """Write a policy file atomically.
+    """Write a policy file atomically: safetensors + JSON for a ``.safetensors`` path, else ``torch.save``.
 
     Args:
         policy: the policy (``state_dict()`` is saved).
         spec: its spec from :func:`build_policy`.
-        path: file to write.
+        path: file to write; ``NAME.safetensors`` also writes ``NAME.json`` (spec and info).
         **info: recorded with it (task, obs_mode, stage, seeds, metrics, ...).
 
     Raises:
@@ -158,6 +203,8 @@ def save_policy(policy: Any, spec: dict[str, Any], path: str | os.PathLike, **in
         "state_dict": policy.state_dict(),
         "info": {**info, "saved": now(), "versions": versions()},
     }
+    if Path(path).suffix == SAFETENSORS_SUFFIX:
+        return _save_safetensors(payload, Path(path))
     return save_checkpoint(path, payload)
 
 
@@ -165,8 +212,9 @@ def load_policy(path: str | os.PathLike) -> tuple[Any, dict[str, Any], dict[str,
     """Rebuild a policy from a file of :func:`save_policy`, or from a TGRPO ``checkpoint.pt`` beside one.
 
     Args:
-        path: a ``policy.pt`` of :func:`save_policy`; or a TGRPO run directory / its ``checkpoint.pt``,
-            whose ``init_policy.pt`` (written by ``libero-tgrpo train``) gives the spec.
+        path: a ``policy.safetensors`` (with its ``policy.json``) or ``policy.pt`` of :func:`save_policy`; or a
+            TGRPO run directory / its ``checkpoint.pt``, whose ``init_policy.pt`` (written by ``libero-tgrpo
+            train``) gives the spec.
 
     Returns:
         ``(policy, spec, info)``.
@@ -181,10 +229,17 @@ def load_policy(path: str | os.PathLike) -> tuple[Any, dict[str, Any], dict[str,
     path = Path(path)
     if path.is_dir():
         path = path / "checkpoint.pt"
+    if path.suffix == ".json" and path.with_suffix(SAFETENSORS_SUFFIX).is_file():
+        path = path.with_suffix(SAFETENSORS_SUFFIX)
+    if path.suffix == SAFETENSORS_SUFFIX and path.is_file():
+        payload = _load_safetensors(path)
+        policy = _rebuild(payload["spec"])
+        policy.load_state_dict(payload["state_dict"])
+        return policy, payload["spec"], payload.get("info", {})
     if not path.is_file():
         raise PolicyFileError(
-            f"policy file {str(path)!r} does not exist. Give a policy.pt written by `libero-tgrpo sft` or "
-            "`libero-tgrpo train`, or a TGRPO run directory."
+            f"policy file {str(path)!r} does not exist. Give a policy.safetensors or policy.pt written by "
+            "`libero-tgrpo sft` or `libero-tgrpo train`, or a TGRPO run directory."
         )
     try:
         payload = load_checkpoint(path)
