@@ -19,7 +19,7 @@ ROLLOUT_MODES = ("paper", "independent")
 """How a group's trajectories end (:func:`tgrpo.rollout.collect_group`)."""
 UPDATE_SCHEDULES = ("per_step", "minibatch")
 ADVANTAGE_MODES = ("tgrpo", "grpo_success")
-LOG_FORMATS = ("jsonl", "csv", "tensorboard")
+LOG_FORMATS = ("jsonl", "csv", "tensorboard", "wandb")
 #: Learning rate used when neither the config nor the policy gives one (the paper's, OpenVLA + LoRA).
 DEFAULT_LR = 1e-5
 
@@ -74,7 +74,8 @@ class RLConfig:
     output_dir: str = "runs/tgrpo"
     """Directory for metrics, checkpoints and the training-curve plot."""
     log_formats: tuple[str, ...] = ("jsonl", "csv", "tensorboard")
-    """Metric sinks, any of ``"jsonl"`` (metrics.jsonl), ``"csv"`` (metrics.csv), ``"tensorboard"``."""
+    """Metric sinks, any of ``"jsonl"`` (metrics.jsonl), ``"csv"`` (metrics.csv), ``"tensorboard"`` (tb/),
+    ``"wandb"`` (Weights & Biases; extra ``[wandb]``, ``WANDB_MODE=offline`` works without a network)."""
     progress_bar: bool = True
     """Show a tqdm progress bar over iterations and print a log line every ``log_interval`` iterations
     (the line also goes to the ``"tgrpo"`` logger at INFO level either way)."""

@@ -1,4 +1,4 @@
-"""Metric sinks: JSONL, CSV and TensorBoard, one row per iteration.
+"""Metric sinks: JSONL, CSV, TensorBoard and Weights & Biases, one row per iteration; videos for the last two.
 
 Metric names use fixed prefixes: ``charts/`` (success, returns, lengths), ``losses/`` (loss terms and
 diagnostics), ``time/`` (seconds per phase), ``eval/`` (evaluation hook). Every row also has ``iteration``.
@@ -7,9 +7,12 @@ diagnostics), ``time/`` (seconds per phase), ``eval/`` (evaluation hook). Every 
 from __future__ import annotations
 
 import csv
+import io
 import json
 import logging
 import os
+import time
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -22,7 +25,7 @@ class MetricsLogger:
 
     Args:
         output_dir: directory of the run.
-        formats: any of ``"jsonl"``, ``"csv"``, ``"tensorboard"``.
+        formats: any of ``"jsonl"``, ``"csv"``, ``"tensorboard"``, ``"wandb"`` (:class:`WandbSink`).
         start_iteration: the rows of an earlier run with ``iteration < start_iteration`` are kept in every
             file sink (read from ``metrics.jsonl``, or from ``metrics.csv`` when only CSV is written), the later
             ones dropped (a resumed run repeats the iterations after its last checkpoint); 0 starts fresh files.
@@ -59,6 +62,7 @@ class MetricsLogger:
                 log.warning(
                     "tensorboard is not installed; TensorBoard logging is skipped (pip install tensorboard)."
                 )
+        self._wandb = WandbSink(self.dir) if "wandb" in self.formats else None
 
     def write(self, row: dict[str, Any]) -> None:
         """Append one row (``{"iteration": k, name: float, ...}``) to every sink."""
@@ -74,6 +78,8 @@ class MetricsLogger:
                 if k != "iteration" and isinstance(v, (int, float)):
                     self._tb.add_scalar(k, v, step)
             self._tb.flush()
+        if self._wandb is not None:
+            self._wandb.write(row)
 
     def _earlier_rows(self) -> list[dict[str, Any]]:
         """The rows an earlier run wrote: from ``metrics.jsonl`` when this logger writes it (the exact values),
@@ -115,6 +121,131 @@ class MetricsLogger:
         if self._tb is not None:
             self._tb.close()
             self._tb = None
+        if self._wandb is not None:
+            self._wandb.close()
+            self._wandb = None
+
+
+WANDB_DEFAULT_PROJECT = "libero-tgrpo"
+"""W&B project of :class:`WandbSink` when neither ``project`` nor ``WANDB_PROJECT`` is given."""
+
+
+class WandbSink:
+    """Weights & Biases sink: each metric row logged at ``step = row["iteration"]``.
+
+    ``wandb`` is imported only when this sink is made (``log_formats`` containing ``"wandb"``; extra
+    ``[wandb]``). W&B's own environment variables apply: ``WANDB_MODE=offline`` writes the run under
+    ``output_dir/wandb`` without a network (``wandb sync`` uploads it later), ``WANDB_PROJECT``,
+    ``WANDB_ENTITY``, ``WANDB_API_KEY``. The run id is kept in ``output_dir/wandb_run_id.txt``, so a resumed
+    training run continues the same W&B run. ``config.json`` of the run directory (or of its parent) becomes
+    the run's config.
+
+    Args:
+        output_dir: the training run's directory.
+        project: W&B project (None: ``WANDB_PROJECT``, else :data:`WANDB_DEFAULT_PROJECT`).
+        name: run name (None: the directory's name).
+    """
+
+    def __init__(self, output_dir: str | os.PathLike, project: str | None = None, name: str | None = None) -> None:
+        try:
+            import wandb
+        except ImportError as e:
+            raise ImportError(
+                "log_formats includes 'wandb' but wandb is not installed: pip install 'libero-tgrpo[wandb]'."
+            ) from e
+        self.dir = Path(output_dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        id_file = self.dir / "wandb_run_id.txt"
+        run_id = id_file.read_text().strip() if id_file.is_file() else uuid.uuid4().hex[:8]
+        id_file.write_text(run_id + "\n")
+        config: dict[str, Any] = {}
+        for candidate in (self.dir / "config.json", self.dir.parent / "config.json"):
+            if candidate.is_file():
+                try:
+                    config = json.loads(candidate.read_text())
+                except (OSError, json.JSONDecodeError):
+                    config = {}
+                break
+        self.run = wandb.init(
+            project=project or os.environ.get("WANDB_PROJECT") or WANDB_DEFAULT_PROJECT,
+            name=name or self.dir.name,
+            id=run_id,
+            resume="allow",
+            dir=str(self.dir),
+            config=config,
+        )
+
+    def write(self, row: dict[str, Any]) -> None:
+        """Log the numeric values of one row at its iteration."""
+        values = {k: v for k, v in row.items() if k != "iteration" and isinstance(v, (int, float))}
+        self.run.log(values, step=int(row["iteration"]))
+
+    def close(self) -> None:
+        """Finish the run (offline: its files are complete under ``output_dir/wandb``)."""
+        self.run.finish()
+
+
+def _gif_bytes(frames: Any, fps: float) -> bytes:
+    from PIL import Image
+
+    images = [Image.fromarray(f) for f in frames]
+    buf = io.BytesIO()
+    images[0].save(buf, format="GIF", save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0)
+    return buf.getvalue()
+
+
+def log_video(
+    output_dir: str | os.PathLike,
+    tag: str,
+    frames: Any,
+    step: int,
+    *,
+    fps: float = 20.0,
+    video_path: str | os.PathLike | None = None,
+    formats: Sequence[str] = ("tensorboard", "wandb"),
+) -> list[str]:
+    """Log a video to TensorBoard (an animated GIF in the Images tab, under ``output_dir/tb``) and to the
+    active W&B run (``wandb.Video`` of the mp4 at ``video_path``).
+
+    Args:
+        output_dir: the training run's directory (its ``tb`` folder receives the event).
+        tag: the name, e.g. ``"eval/video"``.
+        frames: [T, H, W, 3] uint8 frames.
+        step: the iteration.
+        fps: frames per second of the GIF.
+        video_path: the same video as a file (mp4) for W&B; None: no W&B video.
+        formats: the sinks to try; a sink that is not installed (tensorboard, Pillow) or has no active run
+            (W&B) is skipped.
+
+    Returns:
+        The sinks written (``"tensorboard"``, ``"wandb"``).
+    """
+    written: list[str] = []
+    if "tensorboard" in formats:
+        try:
+            from tensorboard.compat.proto.event_pb2 import Event
+            from tensorboard.compat.proto.summary_pb2 import Summary
+            from tensorboard.summary.writer.event_file_writer import EventFileWriter
+
+            gif = _gif_bytes(frames, fps)
+        except ImportError as e:
+            log.warning("the TensorBoard video is skipped: %s (pip install tensorboard pillow)", e)
+        else:
+            h, w = int(frames[0].shape[0]), int(frames[0].shape[1])
+            image = Summary.Image(height=h, width=w, colorspace=3, encoded_image_string=gif)
+            writer = EventFileWriter(str(Path(output_dir) / "tb"))
+            writer.add_event(Event(wall_time=time.time(), step=int(step),
+                                   summary=Summary(value=[Summary.Value(tag=tag, image=image)])))
+            writer.close()
+            written.append("tensorboard")
+    if "wandb" in formats and video_path is not None:
+        import sys
+
+        wandb = sys.modules.get("wandb")  # only a run this process started; never imported here
+        if wandb is not None and wandb.run is not None:
+            wandb.run.log({tag: wandb.Video(str(video_path), format="mp4")}, step=int(step))
+            written.append("wandb")
+    return written
 
 
 def _csv_value(text: str) -> Any:

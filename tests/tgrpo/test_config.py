@@ -22,7 +22,7 @@ from tgrpo.config import ConfigError, TGRPOConfig
         (dict(update_schedule="ppo"), ["update_schedule='ppo'", "'per_step'", "'minibatch'"]),
         (dict(rollout_mode="async"), ["rollout_mode='async'", "'paper'", "'independent'"]),
         (dict(advantage_mode="gae"), ["advantage_mode='gae'", "'tgrpo'", "'grpo_success'"]),
-        (dict(log_formats=("jsonl", "wandb")), ["'wandb'", "'tensorboard'"]),
+        (dict(log_formats=("jsonl", "mlflow")), ["'mlflow'", "'tensorboard'", "'wandb'"]),
         (dict(max_steps=0), ["max_steps=0", ">= 1"]),
         (dict(iterations=2.5), ["iterations=2.5"]),
         (dict(epochs=0), ["epochs=0"]),
