@@ -208,7 +208,7 @@ def _default_sft() -> SFTConfig:
 
 
 def _default_rl() -> TGRPOConfig:
-    return TGRPOConfig(lr=1e-4, log_formats=("jsonl", "csv"), success_key=TRAIN_SUCCESS_KEY)
+    return TGRPOConfig(lr=1e-4, log_formats=("jsonl", "csv", "tensorboard"), success_key=TRAIN_SUCCESS_KEY)
 
 
 # ---------------------------------------------------------------------------------------------- alphas
@@ -312,6 +312,12 @@ class PipelineConfig:
     video_state: int | None = None
     """Benchmark state of the rollout video; None: the first state the final policy solved in the evaluation
     (the first evaluated state if it solved none)."""
+    video_interval: int = 0
+    """Every this many RL iterations, roll the policy out from a benchmark state (video_state, else 0), write
+    videos/iter_NNNN.mp4 and log it to TensorBoard and W&B (0: off; rendering costs ~0.1 s per step on CPU)."""
+    snapshot_interval: int = 10
+    """Every this many RL iterations, write the built-in policy as snapshots/iter_NNNN.safetensors + .json
+    (0: off; TGRPO methods; the final policy.safetensors is always written)."""
     progress: bool = True
     """Progress bars and per-iteration log lines."""
     demos: DemoConfig = field(default_factory=DemoConfig)
@@ -353,6 +359,9 @@ class PipelineConfig:
 
             problem = looks_like_model(self.policy)
             _require(problem is None, f"policy={self.policy!r} is not 'state' or 'vision', and {problem}")
+        for name in ("video_interval", "snapshot_interval"):
+            v = getattr(self, name)
+            _require(_is_int(v) and v >= 0, f"{name}={v!r} is not accepted: give an int >= 0 (0: off).")
         _require(self.video_state is None or 0 <= self.video_state < NUM_INIT_STATES,
                  f"video_state={self.video_state!r} is not accepted: benchmark states are 0-{NUM_INIT_STATES - 1}.")
         _require(isinstance(self.demos, DemoConfig) and isinstance(self.sft, SFTConfig)

@@ -36,6 +36,7 @@ from libero_tgrpo.config import DemoConfig, EvalConfig, HFConfig, PipelineConfig
 from libero_tgrpo.paper import PAPER_ALPHAS
 from libero_tgrpo.parsing import format_states, parse_hidden, parse_states, parse_task
 from tgrpo.config import (
+    LOG_FORMATS,
     RATIO_LEVELS,
     ROLLOUT_MODES,
     UPDATE_SCHEDULES,
@@ -77,6 +78,20 @@ def _commas(values: Any) -> str:
     return ",".join(str(v) for v in values)
 
 
+def parse_log_formats(value: Any) -> tuple[str, ...]:
+    """``--log-formats``: metric sinks like ``jsonl,csv,tensorboard,wandb`` (or a list).
+
+    Raises:
+        ValueError: naming the value and the accepted sinks.
+    """
+    items = list(value) if isinstance(value, (list, tuple)) else [v.strip() for v in str(value).split(",")]
+    items = [str(v) for v in items if str(v)]
+    bad = [v for v in items if v not in LOG_FORMATS]
+    if bad or not items:
+        raise ValueError(f"log formats {value!r} are not accepted: give a comma-separated list of {LOG_FORMATS}.")
+    return tuple(items)
+
+
 SECTIONS = ("demos", "sft", "rl", "ppo", "eval", "hf")
 """The parts of :class:`PipelineConfig`, each a config of its own (a mapping in YAML files)."""
 
@@ -97,7 +112,8 @@ OPTIONS: dict[type, dict[str, Flag | None]] = {
         "vectorization": Flag("vectorization"), "ray_address": Flag("ray-address"),
         "shared_placement": Flag("independent-placements", invert=True, help="each env of a group gets its own "
                                  "training placement (default: one shared placement)"),
-        "video": Flag("video"), "video_state": Flag("video-state"), "progress": Flag("quiet", invert=True, help="no progress bars or per-iteration lines"),
+        "video": Flag("video"), "video_state": Flag("video-state"), "video_interval": Flag("video-interval"),
+        "snapshot_interval": Flag("snapshot-interval"), "progress": Flag("quiet", invert=True, help="no progress bars or per-iteration lines"),
         **{s: None for s in SECTIONS},
     },
     DemoConfig: {"num_demos": Flag("num-demos"), "demo_seed": Flag("demo-seed"), "demo_noise": Flag("demo-noise"),
@@ -111,6 +127,7 @@ OPTIONS: dict[type, dict[str, Flag | None]] = {
         "minibatch_size": Flag("minibatch-size"), "rollout_mode": Flag("rollout-mode", choices=ROLLOUT_MODES),
         "ratio_level": Flag("ratio-level", choices=RATIO_LEVELS), "max_grad_norm": Flag("max-grad-norm"),
         "weight_decay": Flag("weight-decay"), "target_kl": Flag("target-kl"), "target_ref_kl": Flag("target-ref-kl"),
+        "log_formats": Flag("log-formats", parse=parse_log_formats, show=_commas),
     },
     PPOConfig: {"epochs": Flag("ppo-epochs"), "gamma": Flag("ppo-gamma"), "gae_lambda": Flag("ppo-gae-lambda"),
                 "vf_coef": Flag("ppo-vf-coef"), "ent_coef": Flag("ppo-ent-coef"),

@@ -7,6 +7,7 @@ from disk instead of running it again.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import shutil
@@ -22,12 +23,13 @@ from libero_tgrpo.envs import env_id, make_eval_envs, make_train_envs
 from libero_tgrpo.evaluation import evaluate_benchmark
 from libero_tgrpo.files import LOCK_NAME, DirLock, RunDirError, check_writable, write_json, write_text
 from libero_tgrpo.options import command_line, save_config
-from libero_tgrpo.policies import build_policy, save_policy
+from libero_tgrpo.policies import POLICY_KINDS, build_policy, save_policy
 from libero_tgrpo.progress import say as _default_say
 from libero_tgrpo.versions import machine, now, versions
 
 __all__ = ["RunDir", "RunDirError", "run_identity", "file_digest", "RUN_RECORD", "NOT_IDENTITY", "SharedEvalEnvs",
-           "observation_space", "eval_config_kwargs", "run_demos", "run_sft", "run_train", "run_eval"]
+           "observation_space", "eval_config_kwargs", "run_demos", "run_sft", "run_train", "run_eval",
+           "save_final_policy"]
 
 T = TypeVar("T")
 Say = Callable[[str], None]
@@ -38,10 +40,11 @@ RUN_RECORD = "run.json"
 decide its results) and when it was started."""
 
 NOT_IDENTITY = frozenset({"output_dir", "resume", "resume_or_start", "overwrite", "progress", "video",
-                          "vectorization", "ray_address", "rl.iterations", "demos.demo_cache", "demos.workers"})
-"""Options that may change when a run is resumed: where and how it runs (local or Ray envs, the cluster) and
-how long RL goes on, not what it computes (the demonstrations' content is compared by its digest, not by where
-the cache lies)."""
+                          "vectorization", "ray_address", "rl.iterations", "demos.demo_cache", "demos.workers",
+                          "video_interval", "snapshot_interval", "rl.log_formats"})
+"""Options that may change when a run is resumed: where and how it runs (local or Ray envs, the cluster), how long
+RL goes on and what it logs on the way (sinks, videos, snapshots), not what it computes (the demonstrations'
+content is compared by its digest, not by where the cache lies)."""
 
 _LEGACY_MARKERS = ("config.json", "command.txt", "checkpoint.pt", "metrics.jsonl", "metrics.csv", "policy.pt",
                    "eval.json", "summary.json")
@@ -345,10 +348,20 @@ def run_demos(cfg: PipelineConfig, say: Say = _default_say) -> tuple[DemoSet, Pa
     return demos, path
 
 
+def save_final_policy(policy: Any, spec: dict[str, Any], out_dir: Path, **info: Any) -> Path:
+    """Write ``out_dir/policy.pt`` and, for a built-in policy, ``policy.safetensors`` + ``policy.json`` (the
+    same weights and spec without pickle, for sharing); returns the ``.pt`` path."""
+    path = save_policy(policy, spec, out_dir / "policy.pt", **info)
+    if spec.get("kind") in POLICY_KINDS:
+        save_policy(policy, spec, out_dir / "policy.safetensors", **info)
+    return path
+
+
 def run_sft(
     cfg: PipelineConfig, demos: DemoSet, out_dir: Path, say: Say = _default_say
 ) -> tuple[Any, dict[str, Any], Path]:
-    """Stage 2: a fresh policy cloned from the demonstrations; writes ``policy.pt`` and ``sft_metrics.jsonl``.
+    """Stage 2: a fresh policy cloned from the demonstrations; writes ``policy.pt`` (and for the built-in
+    policies ``policy.safetensors`` + ``policy.json``) and ``sft_metrics.jsonl``.
 
     The SFT weights also become the policy's KL reference for TGRPO.
     """
@@ -364,10 +377,10 @@ def run_sft(
     history = sft(policy, demos, sft_cfg, progress=cfg.progress, log=say if cfg.progress else None)
     freeze_reference(policy)
     write_text(out_dir / "sft_metrics.jsonl", "".join(json.dumps(row) + "\n" for row in history))
-    path = save_policy(
+    path = save_final_policy(
         policy,
         spec,
-        out_dir / "policy.pt",
+        out_dir,
         stage="sft",
         task=cfg.task,
         obs_mode=cfg.obs_mode,
@@ -386,13 +399,16 @@ def run_train(
 ) -> Any:
     """Stage 3: TGRPO (or an ablation, or PPO) from ``policy`` on training placements of the task.
 
-    Writes the run under ``out_dir`` (``metrics.jsonl``, ``checkpoint.pt``, ``training_curve.png``,
-    ``init_policy.pt`` = the starting policy with its spec, ``policy.pt`` = the trained one).
+    Writes the run under ``out_dir`` (``metrics.jsonl``, ``tb/``, ``checkpoint.pt``, ``training_curve.png``,
+    ``init_policy.pt`` = the starting policy with its spec, ``policy.pt`` = the trained one, for the built-in
+    policies also ``policy.safetensors`` + ``policy.json`` and ``snapshots/``; ``videos/`` with
+    ``video_interval``; see :mod:`libero_tgrpo.hooks`).
 
     Returns:
         The :class:`tgrpo.TrainResult`.
     """
     import tgrpo
+    from libero_tgrpo.hooks import training_hook
 
     out_dir.mkdir(parents=True, exist_ok=True)
     init_path = out_dir / "init_policy.pt"
@@ -408,15 +424,20 @@ def run_train(
 
             say(f"ppo: Task{cfg.task}, M={cfg.num_envs}, {rl_cfg.iterations} iterations of <= {rl_cfg.max_steps} "
                 "steps")
+            if cfg.video_interval or cfg.snapshot_interval:
+                say("ppo: no periodic videos or snapshots (the PPO baseline has no iteration hook)")
             result = train_ppo(envs, policy, config=rl_cfg)
         else:
             say(f"{cfg.method}: Task{cfg.task}, alpha1={a1:g}, alpha2={a2:g}, M={cfg.num_envs}, "
                 f"{rl_cfg.iterations} iterations of <= {rl_cfg.max_steps} steps")
-            result = tgrpo.train(envs, policy, rl_cfg)
+            hook, every = training_hook(cfg, envs, spec, out_dir, say)
+            if hook is not None:
+                rl_cfg = dataclasses.replace(rl_cfg, eval_interval=every)
+            result = tgrpo.train(envs, policy, rl_cfg, eval_fn=hook)
     finally:
         envs.close()
-    save_policy(result.policy, spec, out_dir / "policy.pt", stage=cfg.method, task=cfg.task, obs_mode=cfg.obs_mode,
-                seed=cfg.seed, alphas=[a1, a2], iterations=rl_cfg.iterations)
+    save_final_policy(result.policy, spec, out_dir, stage=cfg.method, task=cfg.task, obs_mode=cfg.obs_mode,
+                      seed=cfg.seed, alphas=[a1, a2], iterations=rl_cfg.iterations)
     return result
 
 
