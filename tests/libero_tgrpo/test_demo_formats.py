@@ -172,7 +172,7 @@ def test_hdf5_bad_files_are_clear_errors(tmp_path):
         read_demos(tmp_path)
 
 
-def test_sft_accepts_all_three_formats(demos, tmp_path):
+def test_sft_accepts_all_three_formats(demos, tmp_path, capsys):
     """`libero-tgrpo sft --demos PATH` with our .npz and a LeRobotDataset (state policy), and an HDF5 file
     (images only) refused for the state policy with a message that says what it lacks."""
     save_demos(demos, tmp_path / "d.npz")
@@ -188,6 +188,9 @@ def test_sft_accepts_all_three_formats(demos, tmp_path):
         main(["sft", "--task", "4", "--quiet", "--demos", str(tmp_path / "libero.hdf5"),
               "--output-dir", str(tmp_path / "sft_h5")])
     assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "do not fit the policy's observations" in err and "'state'" in err and "ee_pos" in err
+    assert not (tmp_path / "sft_h5" / "policy.pt").exists()
 
 
 def test_sft_on_hdf5_images_with_an_image_policy(tmp_path):
@@ -203,3 +206,37 @@ def test_sft_on_hdf5_images_with_an_image_policy(tmp_path):
     policy = VisionLanguageTokenPolicy(cameras=("agentview", "wrist"), state_dim=0, image_size=32, seed=0)
     history = sft(policy, d, SFTConfig(epochs=3, batch_size=5), progress=False)
     assert history[-1]["loss"] < history[0]["loss"]
+
+
+def test_lerobot_import_decodes_video_features(demos, tmp_path):
+    """A camera stored as LeRobot stores videos: one mp4 per camera holding every episode one after another,
+    located by the episodes file's videos/<key>/{chunk_index,file_index,from_timestamp} columns."""
+    imageio = pytest.importorskip("imageio.v2", reason="video features need imageio-ffmpeg")
+    pytest.importorskip("imageio_ffmpeg")
+    n = demos.num_steps
+    # flat colours that change every frame: H.264 keeps them to a few grey levels
+    levels = (np.arange(n) * 37 % 200 + 20).astype(np.uint8)
+    frames = np.repeat(levels[:, None, None, None], 32 * 32 * 3, axis=1).reshape(n, 32, 32, 3)
+    root = export_lerobot(demos, tmp_path / "ds")
+    key = "observation.images.agentview"
+    video = root / f"videos/{key}/chunk-000/file-000.mp4"
+    video.parent.mkdir(parents=True)
+    imageio.mimsave(video, list(frames), fps=20, quality=10)
+    info = json.loads((root / "meta/info.json").read_text())
+    info["features"][key] = {"dtype": "video", "shape": [32, 32, 3], "names": ["height", "width", "channels"]}
+    info["video_path"] = "videos/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03d}.mp4"
+    (root / "meta/info.json").write_text(json.dumps(info))
+    ep_path = root / "meta/episodes/chunk-000/file-000.parquet"
+    eps = pq.read_table(ep_path)
+    starts = np.concatenate([[0], np.cumsum(demos.episode_lengths)[:-1]])
+    e = demos.num_episodes
+    eps = (eps.append_column(f"videos/{key}/chunk_index", pa.array(np.zeros(e, np.int64)))
+              .append_column(f"videos/{key}/file_index", pa.array(np.zeros(e, np.int64)))
+              .append_column(f"videos/{key}/from_timestamp", pa.array(starts / 20.0))
+              .append_column(f"videos/{key}/to_timestamp", pa.array((starts + demos.episode_lengths) / 20.0)))
+    pq.write_table(eps, ep_path)
+    back = load_lerobot(root)
+    assert back.obs["agentview"].shape == frames.shape and back.obs["agentview"].dtype == np.uint8
+    err = np.abs(back.obs["agentview"].astype(int) - frames.astype(int)).max(axis=(1, 2, 3))
+    assert err.max() <= 4, err.max()  # each frame is its own, not a neighbour's (levels differ by >= 17)
+    np.testing.assert_array_equal(back.obs["state"], demos.obs["state"])
