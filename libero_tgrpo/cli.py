@@ -299,6 +299,8 @@ def _cmd_demos(args: DemosCommand) -> int:
     check_writable(cache_dir, "demonstrations directory")
     if args.out:
         check_writable(Path(args.out).parent, "directory of --out")
+    if args.lerobot and Path(args.lerobot).exists():
+        _fail("demos", f"--lerobot {args.lerobot!r} exists: give a new directory for the LeRobotDataset.")
     demos, path, cached = get_demos(
         cfg.task,
         d.num_demos,

@@ -67,6 +67,7 @@ _SIDECAR = "meta/libero_tgrpo.json"
 def _pa() -> Any:
     try:
         import pyarrow as pa
+        import pyarrow.compute  # noqa: F401  (pa.compute)
         import pyarrow.parquet as pq
     except ImportError as e:  # pragma: no cover - depends on the install
         raise ImportError(
@@ -315,6 +316,19 @@ def _video_frames(root: Path, info: dict[str, Any], key: str, episodes: Any, tab
     return np.stack(out)
 
 
+def _read_tasks(pa: Any, pq: Any, path: Path) -> dict[int, str]:
+    """``task_index -> task`` of ``meta/tasks.parquet``. The text is the pandas index of the table LeRobot
+    writes: a column named ``task``, or an unnamed index stored as ``__index_level_0__``."""
+    table = pq.read_table(path)
+    meta = (table.schema.metadata or {}).get(b"pandas")
+    candidates = ["task", *(json.loads(meta).get("index_columns", []) if meta else [])]
+    candidates += [f.name for f in table.schema if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)]
+    for name in candidates:
+        if isinstance(name, str) and name in table.column_names and name != "task_index":
+            return dict(zip(table.column("task_index").to_pylist(), table.column(name).to_pylist()))
+    raise DemoFormatError(f"{str(path)!r} has no task text column (columns: {table.column_names}).")
+
+
 def load_lerobot(root: str | os.PathLike, *, instruction: str | None = None) -> DemoSet:
     """Read a LeRobotDataset (v3.x) directory as a :class:`DemoSet`.
 
@@ -354,8 +368,7 @@ def load_lerobot(root: str | os.PathLike, *, instruction: str | None = None) -> 
         raise DemoFormatError(f"{str(root)!r} has no data/chunk-*/file-*.parquet files.")
     table = pa.concat_tables([pq.read_table(f) for f in files])
     table = table.take(pa.compute.sort_indices(table, [("index", "ascending")]))
-    tasks_table = pq.read_table(root / "meta" / "tasks.parquet")
-    tasks = dict(zip(tasks_table.column("task_index").to_pylist(), tasks_table.column("task").to_pylist()))
+    tasks = _read_tasks(pa, pq, root / "meta" / "tasks.parquet")
     present = sorted(set(table.column("task_index").to_pylist()))
     if instruction is not None:
         wanted = [i for i, t in tasks.items() if t == instruction]

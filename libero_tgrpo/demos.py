@@ -409,11 +409,16 @@ def select_observations(demos: DemoSet, observation_space: Any, source: str = "t
     bad = [k for k, sp in spaces.items() if have.get(k) != tuple(sp.shape)]
     if bad:
         want = {k: tuple(sp.shape) for k, sp in spaces.items()}
+        if demos.meta.get("source") == "hdf5":
+            hint = ("LIBERO/robomimic HDF5 files carry camera images but not the 29-dim 'state' (no object poses): "
+                    "fine-tune an image policy on them (--policy with a Hugging Face model, obs_mode 'rgb'), with "
+                    "the env's image size equal to the files' (LIBERO: 128).")
+        else:
+            hint = ("Make demonstrations with the policy's observations, e.g. `libero-tgrpo demos --obs-mode "
+                    "rgb_state` for the vision policy.")
         raise ValueError(
             f"{source} do not fit the policy's observations: it reads {want}, the demonstrations have {have}. "
-            "LIBERO/robomimic HDF5 files carry camera images but not the 29-dim 'state' (no object poses): "
-            "fine-tune an image policy on them (--policy with a Hugging Face model, obs_mode 'rgb'), with the "
-            "env's image size equal to the files' (LIBERO: 128)."
+            + hint
         )
     return dataclasses.replace(demos, obs={k: demos.obs[k] for k in spaces})
 

@@ -240,3 +240,18 @@ def test_lerobot_import_decodes_video_features(demos, tmp_path):
     err = np.abs(back.obs["agentview"].astype(int) - frames.astype(int)).max(axis=(1, 2, 3))
     assert err.max() <= 4, err.max()  # each frame is its own, not a neighbour's (levels differ by >= 17)
     np.testing.assert_array_equal(back.obs["state"], demos.obs["state"])
+
+
+def test_lerobot_tasks_with_an_unnamed_pandas_index(demos, tmp_path):
+    """lerobot 0.4.4 writes the task text as an unnamed pandas index ('__index_level_0__', large_string)."""
+    root = export_lerobot(demos, tmp_path / "ds")
+    (root / "meta/libero_tgrpo.json").unlink()
+    path = root / "meta/tasks.parquet"
+    table = pq.read_table(path)
+    pandas_meta = json.loads(table.schema.metadata[b"pandas"])
+    pandas_meta["index_columns"] = ["__index_level_0__"]
+    table = pa.table({"task_index": table.column("task_index"),
+                      "__index_level_0__": table.column("task").cast(pa.large_string())})
+    pq.write_table(table.replace_schema_metadata({b"pandas": json.dumps(pandas_meta).encode()}), path)
+    back = load_lerobot(root)
+    assert back.instruction == TASK4 and back.meta["task"] == 4
