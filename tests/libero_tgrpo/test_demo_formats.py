@@ -255,3 +255,43 @@ def test_lerobot_tasks_with_an_unnamed_pandas_index(demos, tmp_path):
     pq.write_table(table.replace_schema_metadata({b"pandas": json.dumps(pandas_meta).encode()}), path)
     back = load_lerobot(root)
     assert back.instruction == TASK4 and back.meta["task"] == 4
+
+
+@pytest.mark.render
+def test_hdf5_images_are_imported_as_libero_gym_renders_them(tmp_path):
+    """robosuite's own camera frames (what LIBERO's create_dataset.py stores) of a benchmark state, written to
+    a LIBERO HDF5 file and imported, look like libero_gym's frames of the same state."""
+    import os
+
+    import gymnasium as gym
+    from libero.libero import benchmark, get_libero_path
+    from libero.libero.envs import OffScreenRenderEnv
+
+    suite = benchmark.get_benchmark_dict()["libero_object"]()
+    task = suite.get_task(0)
+    bddl = os.path.join(get_libero_path("bddl_files"), task.problem_folder, task.bddl_file)
+    raw_env = OffScreenRenderEnv(bddl_file_name=bddl, camera_heights=128, camera_widths=128)
+    try:
+        raw_env.seed(0)
+        raw_env.reset()
+        obs = raw_env.set_init_state(suite.get_task_init_states(0)[0])
+    finally:
+        raw_env.close()
+    path = tmp_path / "raw.hdf5"
+    with h5py.File(path, "w") as f:
+        data = f.create_group("data")
+        data.attrs["problem_info"] = json.dumps({"language_instruction": task.language})
+        g = data.create_group("demo_0")
+        g.create_dataset("actions", data=np.zeros((1, 7)))
+        g.create_dataset("obs/agentview_rgb", data=obs["agentview_image"][None])
+        g.create_dataset("obs/eye_in_hand_rgb", data=obs["robot0_eye_in_hand_image"][None])
+    imported = load_hdf5_demos(path)
+    env = gym.make("LiberoObject-Task1-v0", obs_mode="rgb", warmup_steps=0)
+    try:
+        ours, _ = env.reset(seed=0, options={"init_state": 0})
+    finally:
+        env.close()
+    for key, raw_key in (("agentview", "agentview_image"), ("wrist", "robot0_eye_in_hand_image")):
+        diff = np.abs(imported.obs[key][0].astype(float) - ours[key]).mean()
+        unflipped = np.abs(obs[raw_key].astype(float) - ours[key]).mean()
+        assert diff < 5 and unflipped > 5 * diff, (key, diff, unflipped)  # the renderers differ slightly
