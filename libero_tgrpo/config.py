@@ -314,7 +314,8 @@ class PipelineConfig:
     (the first evaluated state if it solved none)."""
     video_interval: int = 0
     """Every this many RL iterations, roll the policy out from a benchmark state (video_state, else 0), write
-    videos/iter_NNNN.mp4 and log it to TensorBoard and W&B (0: off; rendering costs ~0.1 s per step on CPU)."""
+    videos/iter_NNNN.mp4 and log it to TensorBoard and W&B (0: off; software rendering is slow: a 280-step video
+    took 34-43 s on 2 busy CPU cores)."""
     snapshot_interval: int = 10
     """Every this many RL iterations, write the built-in policy as snapshots/iter_NNNN.safetensors + .json
     (0: off; TGRPO methods; the final policy.safetensors is always written)."""
