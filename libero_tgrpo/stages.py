@@ -72,11 +72,17 @@ def run_identity(cfg: PipelineConfig, visible: frozenset[str] | None = None, **e
 
 
 def file_digest(path: str | Path) -> str:
-    """``sha256:<hex>`` of a file's content."""
+    """``sha256:<hex>`` of a file's content; of a directory (a LeRobotDataset), of its files' relative paths and
+    contents in sorted order."""
+    root = Path(path)
     h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
+    files = sorted(f for f in root.rglob("*") if f.is_file()) if root.is_dir() else [root]
+    for file in files:
+        if root.is_dir():
+            h.update(file.relative_to(root).as_posix().encode() + b"\0")
+        with open(file, "rb") as f:
+            for block in iter(lambda f=f: f.read(1 << 20), b""):
+                h.update(block)
     return "sha256:" + h.hexdigest()
 
 
