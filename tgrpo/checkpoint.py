@@ -70,7 +70,8 @@ def _temp_path(path: Path, pid: int) -> Path:
     return path.with_name(f".{path.name}.tmp.{pid}")
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists (on this machine), e.g. the writer named in a temp file's name."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -102,7 +103,7 @@ def remove_stale_temp_files(path: str | os.PathLike) -> list[Path]:
         if m is None:
             continue
         pid = int(m.group(1))
-        if pid != os.getpid() and _pid_alive(pid):
+        if pid != os.getpid() and pid_alive(pid):
             continue
         try:
             entry.unlink()

@@ -100,15 +100,9 @@ def _side_dir(path: Path, kind: str, pid: int) -> Path:
 
 
 def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return False  # this process is not writing it now
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
+    from tgrpo.checkpoint import pid_alive
+
+    return pid != os.getpid() and pid_alive(pid)  # this process is not writing it now
 
 
 def write_dir_atomically(path: str | os.PathLike, write: Callable[[Path], Any]) -> Path:
