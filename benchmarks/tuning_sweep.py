@@ -31,6 +31,23 @@ Usage:
 Default plan: Task4 (the main job's task), seeds 0-2, lr in {1e-4 (the main job's), 3e-5} x KL beta in
 {0.04 (the main job's), 0.2}, temperature 1.0, per-step schedule, 30 iterations of M = 8, 30 held-out
 placements: 12 RL units + 3 SFT units, about 4-5 minutes per RL unit on an idle 2-core machine.
+
+**SFT regime study** (``--study sft``): SFT-only units over the product of ``--num-demos`` x ``--sft-epochs`` x
+``--hidden`` (an :class:`SFTSetting` each), scored on the same held-out placements with LIBERO's success and
+placed. The summary's "SFT regime study" section applies :func:`choose_sft_setting`: the smallest setting
+(fewest demonstrations, then fewest epochs, then fewest hidden units) whose held-out LIBERO success, averaged
+over the study's tasks (each task the mean over seeds), reaches ``--sft-target`` (default
+:data:`SFT_TARGET_SUCCESS`, the paper's SFT level). That choice is the paper table's paper-level regime
+(``benchmarks.paper_table.PAPER_SFT``)::
+
+    python -m benchmarks.tuning_sweep run --study sft --tasks 2,4,10 --seeds 0-2 \\
+        --num-demos 20,50,100,200,400 --sft-epochs 100,300 --hidden 128x128,256x256
+    python -m benchmarks.tuning_sweep summary --sft-target 85
+
+Default study plan: Tasks 2, 4 and 10 (the paper-level regime's tasks), seeds 0-2, demonstrations {20, 50,
+100, 200, 400} x epochs {100, 300} x hidden {128x128}: 30 units per seed. The demonstrations of a (task,
+number, seed) are cached and shared by every epochs/hidden setting; the main job's own setting reuses the SFT
+policy of the RL units.
 """
 
 from __future__ import annotations
@@ -59,6 +76,54 @@ realistic run (checked before a unit starts)."""
 SELECTION_METRIC = "placed_rate"
 """The held-out metric that ranks settings (the strict one, which training optimises); LIBERO's success is
 reported beside it."""
+SFT_TARGET_SUCCESS = 85.0
+"""The SFT regime study's target: held-out LIBERO success (%) of a paper-level SFT policy (the paper's SFT
+baselines average 86.4% on the benchmark states, SPEC §4). :func:`choose_sft_setting` picks the smallest setting
+that reaches it; ``--sft-target`` changes it."""
+STUDIES = ("rl", "sft")
+"""What ``run`` plans: RL settings from the main job's SFT policy (``rl``), or the SFT regime study (``sft``)."""
+DEFAULT_TASKS = {"rl": "4", "sft": "2,4,10"}
+"""``--tasks`` of each study when not given: the main job's task; the paper-level regime's tasks."""
+
+
+@dataclass(frozen=True)
+class SFTSetting:
+    """One point of the SFT regime study: how much the SFT policy is trained (demonstrations, epochs, widths)."""
+
+    num_demos: int
+    epochs: int
+    hidden: tuple[int, ...]
+
+    @classmethod
+    def main_job(cls) -> SFTSetting:
+        """The main job's SFT (``libero_tgrpo.PipelineConfig`` defaults): the weak regime."""
+        from libero_tgrpo.config import PipelineConfig
+
+        cfg = PipelineConfig()
+        return cls(cfg.demos.num_demos, cfg.sft.epochs, tuple(cfg.hidden))
+
+    @classmethod
+    def of(cls, record: dict[str, Any]) -> SFTSetting:
+        """The setting of its ``asdict`` form (a unit's ``sft_setting``)."""
+        return cls(int(record["num_demos"]), int(record["epochs"]), tuple(int(h) for h in record["hidden"]))
+
+    @property
+    def key(self) -> str:
+        """``d100_e300_h128x128``."""
+        return f"d{self.num_demos}_e{self.epochs}_h{'x'.join(map(str, self.hidden))}"
+
+    @property
+    def size(self) -> tuple[int, int, int]:
+        """What "smallest" means in :func:`choose_sft_setting`: demonstrations, then epochs, then hidden units."""
+        return self.num_demos, self.epochs, sum(self.hidden)
+
+    def describe(self) -> str:
+        """``100 demonstrations, 300 epochs, hidden 128x128``."""
+        return f"{self.num_demos} demonstrations, {self.epochs} epochs, hidden {'x'.join(map(str, self.hidden))}"
+
+    def overrides(self) -> dict[str, Any]:
+        """``PipelineConfig.replace`` changes of the setting."""
+        return {"demos.num_demos": self.num_demos, "sft.epochs": self.epochs, "hidden": tuple(self.hidden)}
 
 
 @dataclass(frozen=True)
@@ -88,16 +153,31 @@ class Setting:
 
 @dataclass(frozen=True)
 class Unit:
-    """One (task, setting, seed); ``setting`` None is the SFT policy of the (task, seed)."""
+    """One (task, setting, seed); ``setting`` None is the SFT policy of the (task, seed): the main job's SFT, or
+    with ``sft`` a point of the SFT regime study (``sft`` is only for SFT units: RL starts from the main job's)."""
 
     task: int
     seed: int
     setting: Setting | None = None
+    sft: SFTSetting | None = None
+
+    def __post_init__(self) -> None:
+        if self.setting is not None and self.sft is not None:
+            raise ValueError(f"a unit is an RL setting ({self.setting.key}) or an SFT study setting "
+                             f"({self.sft.key}), not both")
+
+    @property
+    def setting_key(self) -> str:
+        """``lr0.0001_beta0.04_temp1_per_step``, ``sft`` (the main job's SFT) or ``sft_d100_e300_h128x128``."""
+        if self.setting is not None:
+            return self.setting.key
+        return "sft" if self.sft is None else f"sft_{self.sft.key}"
 
     @property
     def key(self) -> str:
-        """``task4_lr0.0001_beta0.04_temp1_per_step_seed0`` or ``task4_sft_seed0``."""
-        return f"task{self.task}_{'sft' if self.setting is None else self.setting.key}_seed{self.seed}"
+        """``task4_lr0.0001_beta0.04_temp1_per_step_seed0``, ``task4_sft_seed0`` or
+        ``task4_sft_d100_e300_h128x128_seed0``."""
+        return f"task{self.task}_{self.setting_key}_seed{self.seed}"
 
     def path(self, out_dir: Path) -> Path:
         """The unit's JSON file."""
@@ -108,8 +188,12 @@ class Unit:
         return out_dir / "failed" / f"{self.key}.json"
 
     def sft_dir(self, out_dir: Path) -> Path:
-        """The SFT policy shared by every setting of the (task, seed)."""
-        return out_dir / "sft" / f"task{self.task}_seed{self.seed}"
+        """The SFT policy shared by every RL setting of the (task, seed); a study setting's own (the main job's
+        setting shares the RL units' policy)."""
+        base = out_dir / "sft" / f"task{self.task}_seed{self.seed}"
+        if self.sft is None or self.sft == SFTSetting.main_job():
+            return base
+        return base.with_name(f"{base.name}_{self.sft.key}")
 
     def run_dir(self, out_dir: Path) -> Path:
         """The RL run of the unit."""
@@ -126,6 +210,16 @@ def settings_grid(lrs: list[float], kl_betas: list[float], temperatures: list[fl
 def plan(tasks: list[int], seeds: list[int], settings: list[Setting]) -> list[Unit]:
     """Per seed and task: the SFT unit, then one unit per setting."""
     return [Unit(task, seed, s) for seed in seeds for task in tasks for s in [None, *settings]]
+
+
+def sft_grid(num_demos: list[int], epochs: list[int], hidden: list[tuple[int, ...]]) -> list[SFTSetting]:
+    """Every combination of the SFT study's lists, in order."""
+    return [SFTSetting(d, e, tuple(h)) for d, e, h in itertools.product(num_demos, epochs, hidden)]
+
+
+def sft_plan(tasks: list[int], seeds: list[int], settings: list[SFTSetting]) -> list[Unit]:
+    """The SFT regime study: per seed and task, one SFT-only unit per setting."""
+    return [Unit(task, seed, sft=s) for seed in seeds for task in tasks for s in settings]
 
 
 def heldout_placements(n: int) -> list[int]:
@@ -155,7 +249,8 @@ class UnitSize:
 def _config(unit: Unit, size: UnitSize, out_dir: Path) -> Any:
     from libero_tgrpo.config import PipelineConfig
 
-    changes = {**size.overrides(), **({} if unit.setting is None else unit.setting.overrides())}
+    changes = {**size.overrides(), **({} if unit.setting is None else unit.setting.overrides()),
+               **({} if unit.sft is None else unit.sft.overrides())}
     cfg = PipelineConfig(task=unit.task, seed=unit.seed, output_dir=str(unit.sft_dir(out_dir)), video=False)
     return cfg.replace(**changes)
 
@@ -234,7 +329,8 @@ def run_unit(out_dir: Path, unit: Unit, size: UnitSize) -> dict[str, Any]:
         "task": unit.task,
         "seed": unit.seed,
         "setting": None if unit.setting is None else asdict(unit.setting),
-        "setting_key": "sft" if unit.setting is None else unit.setting.key,
+        "setting_key": unit.setting_key,
+        "sft_setting": None if unit.sft is None else asdict(unit.sft),
         "success_rate": s["success_rate"],
         "placed_rate": s["placed_rate"],
         "summary": s,
@@ -264,23 +360,53 @@ def _target_kls(text: str) -> list[float | None]:
     return [None if v.strip().lower() in ("none", "off") else float(v) for v in text.split(",") if v.strip()]
 
 
+def _hidden_list(text: str) -> list[tuple[int, ...]]:
+    """``--hidden``: settings separated by commas, widths by ``x`` (``128x128,256x256``)."""
+    from libero_tgrpo.parsing import parse_hidden
+
+    try:
+        return [parse_hidden(v.strip().replace("x", ",")) for v in text.split(",") if v.strip()]
+    except ValueError as e:
+        raise SystemExit(f"--hidden {text!r} is not accepted ({e}): give settings like '128x128,256x256'") from e
+
+
+def _positive_ints(text: str, flag: str) -> list[int]:
+    try:
+        values = parse_ints(text)
+    except ValueError as e:
+        raise SystemExit(f"{flag} {text!r} is not a list of integers: {e}") from e
+    if not values or min(values) < 1:
+        raise SystemExit(f"{flag} {text!r} is not accepted: give integers >= 1, e.g. '20,100,200'")
+    return values
+
+
 def _plan_from(args: argparse.Namespace) -> tuple[list[Unit], UnitSize]:
     from tgrpo.config import UPDATE_SCHEDULES
 
+    if args.study not in STUDIES:
+        raise SystemExit(f"--study {args.study!r} is not accepted: choose from {', '.join(STUDIES)}")
+    tasks = parse_ints(args.tasks if args.tasks is not None else DEFAULT_TASKS[args.study])
+    size = UnitSize(iterations=args.iterations, num_envs=args.num_envs, eval_placements=args.eval_placements,
+                    eval_envs=args.eval_envs, quiet=getattr(args, "quiet", False))
+    if size.eval_placements < 1 or size.eval_envs < 1:
+        raise SystemExit(f"--eval-placements {size.eval_placements} and --eval-envs {size.eval_envs} must be >= 1")
+    if args.study == "sft":
+        grid = sft_grid(_positive_ints(args.num_demos, "--num-demos"), _positive_ints(args.sft_epochs, "--sft-epochs"),
+                        _hidden_list(args.hidden))
+        units = sft_plan(tasks, parse_ints(args.seeds), grid)
+        for u in units:  # every config of the plan is built (and so checked) before any work starts
+            _config(u, size, Path(args.out_dir))
+        return units, size
     schedules = [s.strip() for s in args.schedules.split(",") if s.strip()]
     bad = [s for s in schedules if s not in UPDATE_SCHEDULES]
     if bad:
         raise SystemExit(f"--schedules {bad} not accepted: choose from {', '.join(UPDATE_SCHEDULES)}")
     settings = settings_grid(_floats(args.lrs), _floats(args.kl_betas), _floats(args.temperatures), schedules,
                              _target_kls(args.target_kls))
-    size = UnitSize(iterations=args.iterations, num_envs=args.num_envs, eval_placements=args.eval_placements,
-                    eval_envs=args.eval_envs, quiet=getattr(args, "quiet", False))
-    units = plan(parse_ints(args.tasks), parse_ints(args.seeds), settings)
+    units = plan(tasks, parse_ints(args.seeds), settings)
     # every config of the plan is built (and so checked) before any work starts
     for u in units:
         _check_disjoint(_config(u, size, Path(args.out_dir)))
-    if size.eval_placements < 1 or size.eval_envs < 1:
-        raise SystemExit(f"--eval-placements {size.eval_placements} and --eval-envs {size.eval_envs} must be >= 1")
     return units, size
 
 
@@ -309,7 +435,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"unit {unit.key}: held-out LIBERO success {100 * payload['success_rate']:.0f}%, placed "
               f"{100 * payload['placed_rate']:.0f}% ({payload['timings_s']['total']:.0f}s)", flush=True)
     if not args.no_summary:
-        summarize(out_dir, Path(args.results_dir))
+        summarize(out_dir, Path(args.results_dir), sft_target=args.sft_target)
     return 0
 
 
@@ -381,14 +507,118 @@ def best_setting(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
             "success_mean": float(np.mean([r["success_mean"] for r in full[key]])), "tasks": sorted(tasks)}
 
 
-def summarize(out_dir: Path, results_dir: Path = RESULTS) -> dict[str, Any] | None:
-    """Write ``tuning_sweep.{md,json,png}`` to ``results_dir`` from the units under ``out_dir``."""
+def sft_study_rows(units: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per (task, SFT study setting): held-out LIBERO success and placed (%), mean/std over seeds."""
+    groups: dict[tuple[int, SFTSetting], list[dict[str, Any]]] = {}
+    for u in units:
+        if u.get("sft_setting"):
+            groups.setdefault((int(u["task"]), SFTSetting.of(u["sft_setting"])), []).append(u)
+    rows = []
+    for (task, st), us in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1].size, kv[0][1].key)):
+        succ = np.array([100 * u["success_rate"] for u in us])
+        placed = np.array([100 * u["placed_rate"] for u in us])
+        sft_s = [u["timings_s"]["sft"] for u in us if "sft" in (u.get("timings_s") or {})]
+        rows.append({
+            "task": task, "sft": st.key, "sft_setting": asdict(st), "seeds": sorted(u["seed"] for u in us),
+            "n": len(us), "success_mean": float(succ.mean()),
+            "success_std": float(succ.std(ddof=1)) if len(us) > 1 else 0.0, "placed_mean": float(placed.mean()),
+            "placed_std": float(placed.std(ddof=1)) if len(us) > 1 else 0.0,
+            "sft_seconds": float(np.mean(sft_s)) if sft_s else None,
+        })
+    return rows
+
+
+def sft_study_by_setting(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per SFT study setting, smallest first: held-out LIBERO success and placed averaged over its tasks (each
+    task the mean over its seeds), and the tasks it covers."""
+    by: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        by.setdefault(r["sft"], []).append(r)
+    out = [{"sft": k, "sft_setting": rs[0]["sft_setting"], "tasks": sorted(r["task"] for r in rs),
+            "units": sum(r["n"] for r in rs), "success_mean": float(np.mean([r["success_mean"] for r in rs])),
+            "placed_mean": float(np.mean([r["placed_mean"] for r in rs]))} for k, rs in by.items()]
+    return sorted(out, key=lambda b: (SFTSetting.of(b["sft_setting"]).size, b["sft"]))
+
+
+def choose_sft_setting(rows: list[dict[str, Any]], target: float = SFT_TARGET_SUCCESS) -> dict[str, Any] | None:
+    """The paper-level SFT regime: the smallest setting (:attr:`SFTSetting.size`: fewest demonstrations, then
+    epochs, then hidden units) whose held-out LIBERO success, averaged over the study's tasks, is >= ``target``
+    (%), among the settings run on every task of the study.
+
+    Returns:
+        None without study units; else ``{"target", "reached", "setting", "sft_setting", "success_mean",
+        "placed_mean", "tasks"}`` where ``setting`` is the chosen key, or None when no setting reaches the
+        target (then ``best`` names the one with the highest success).
+    """
+    by = sft_study_by_setting(rows)
+    if not by:
+        return None
+    tasks = sorted({r["task"] for r in rows})
+    full = [b for b in by if b["tasks"] == tasks]
+    reached = [b for b in full if b["success_mean"] >= target]
+    out: dict[str, Any] = {"target": float(target), "tasks": tasks, "reached": bool(reached)}
+    if reached:
+        b = reached[0]  # by is sorted smallest first
+        return {**out, "setting": b["sft"], "sft_setting": b["sft_setting"], "success_mean": b["success_mean"],
+                "placed_mean": b["placed_mean"]}
+    best = max(full, key=lambda b: (b["success_mean"], b["placed_mean"])) if full else None
+    return {**out, "setting": None, "best": None if best is None else
+            {"setting": best["sft"], "success_mean": best["success_mean"], "placed_mean": best["placed_mean"]}}
+
+
+def _section_sft_study(rows: list[dict[str, Any]], choice: dict[str, Any] | None, n_place: int) -> list[str]:
+    if not rows:
+        return []
+
+    def pm(mean: float, std: float, n: int) -> str:
+        return f"{mean:.1f} ± {std:.1f}" if n > 1 else f"{mean:.0f}"
+
+    lines = ["", "## SFT regime study: SFT settings scored on training placements", "",
+             f"SFT only (no RL), greedy on the same {n_place} held-out training placements, mean ± std over seeds. "
+             "Setting `dD_eE_hH`: D demonstrations, E epochs, hidden widths H.", "",
+             "| task | setting | seeds | LIBERO success % | placed % | SFT time (s) |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        t = "-" if r["sft_seconds"] is None else f"{r['sft_seconds']:.0f}"
+        lines.append(f"| T{r['task']} | {r['sft']} | {r['n']} | {pm(r['success_mean'], r['success_std'], r['n'])} | "
+                     f"{pm(r['placed_mean'], r['placed_std'], r['n'])} | {t} |")
+    lines += ["", "Averaged over tasks (each task the mean over its seeds), smallest setting first:", "",
+              "| setting | tasks | units | LIBERO success % | placed % |", "|---|---|---|---|---|"]
+    for b in sft_study_by_setting(rows):
+        lines.append(f"| {b['sft']} | {', '.join(f'T{t}' for t in b['tasks'])} | {b['units']} | "
+                     f"{b['success_mean']:.1f} | {b['placed_mean']:.1f} |")
+    assert choice is not None
+    rule = (f"Rule: the smallest setting (fewest demonstrations, then fewest epochs, then fewest hidden units) whose "
+            f"held-out LIBERO success averaged over the study's tasks ({', '.join(f'T{t}' for t in choice['tasks'])})"
+            f" reaches {choice['target']:g}%, among the settings run on all of them.")
+    if choice["reached"]:
+        st = SFTSetting.of(choice["sft_setting"])
+        lines += ["", rule, f"Chosen: **{choice['setting']}** ({st.describe()}): LIBERO success "
+                  f"{choice['success_mean']:.1f}%, placed {choice['placed_mean']:.1f}%. The paper table's paper-level "
+                  f"regime takes it as `benchmarks.paper_table.PAPER_SFT = SFTSetting(num_demos={st.num_demos}, "
+                  f"epochs={st.epochs}, hidden={st.hidden})`."]
+    else:
+        best = choice.get("best")
+        lines += ["", rule, "No setting reaches it" + ("" if best is None else
+                  f"; the highest is {best['setting']} (LIBERO success {best['success_mean']:.1f}%, placed "
+                  f"{best['placed_mean']:.1f}%)") + ": the paper-level regime is still to be chosen (more "
+                  "demonstrations, epochs or wider layers)."]
+    return lines
+
+
+def summarize(out_dir: Path, results_dir: Path = RESULTS, sft_target: float = SFT_TARGET_SUCCESS) -> dict[str, Any] | None:
+    """Write ``tuning_sweep.{md,json,png}`` to ``results_dir`` from the units under ``out_dir`` (the RL settings'
+    table and the SFT regime study's section, each when it has units)."""
+    if not 0 < sft_target <= 100:
+        raise SystemExit(f"--sft-target {sft_target!r} is not accepted: give a success rate in (0, 100] (%)")
     units = load_units(out_dir)
     if not units:
         print(f"no finished units under {out_dir}; nothing to summarise", flush=True)
         return None
-    rows = aggregate(units)
+    rl_units = [u for u in units if not u.get("sft_setting")]
+    rows = aggregate(rl_units)
     best = best_setting(rows)
+    study = sft_study_rows(units)
+    choice = choose_sft_setting(study, sft_target)
     size = units[0].get("unit_size", {})
     n_place = len(units[0].get("placement_seeds", []))
 
@@ -399,18 +629,24 @@ def summarize(out_dir: Path, results_dir: Path = RESULTS) -> dict[str, Any] | No
         return "-" if v is None else format(v, fmt)
 
     lines = [
-        "# Held-out tuning sweep: RL settings scored on training placements",
+        "# Held-out tuning sweep: settings scored on training placements",
         "",
-        f"Each row: one setting on one task, mean ± std over seeds of the greedy success on {n_place} held-out "
-        f"training placements (placement seeds {HELDOUT_PLACEMENT_OFFSET} + j; never the 50 benchmark states). "
-        "*Placed* (released in an undisturbed basket) ranks the settings; LIBERO's success is beside it. "
-        "Δ SFT is paired by seed with the SFT policy of the same seed on the same placements; "
-        "*below SFT* counts seeds whose placed rate fell under their SFT's.",
-        "",
-        "| task | setting | seeds | placed % | LIBERO success % | Δ SFT placed | Δ SFT success | below SFT | "
-        "KL to SFT max | env steps | optimizer steps |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        f"Greedy success on {n_place} held-out training placements (placement seeds {HELDOUT_PLACEMENT_OFFSET} + j; "
+        "never the 50 benchmark states), mean ± std over seeds.",
     ]
+    if rows:
+        lines += [
+            "",
+            "## RL settings",
+            "",
+            "Each row: one setting on one task. *Placed* (released in an undisturbed basket) ranks the settings; "
+            "LIBERO's success is beside it. Δ SFT is paired by seed with the SFT policy of the same seed on the same "
+            "placements; *below SFT* counts seeds whose placed rate fell under their SFT's.",
+            "",
+            "| task | setting | seeds | placed % | LIBERO success % | Δ SFT placed | Δ SFT success | below SFT | "
+            "KL to SFT max | env steps | optimizer steps |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
     for r in rows:
         lines.append(
             f"| T{r['task']} | {r['setting']} | {r['n']} | {pm(r['placed_mean'], r['placed_std'], r['n'])} | "
@@ -420,6 +656,7 @@ def summarize(out_dir: Path, results_dir: Path = RESULTS) -> dict[str, Any] | No
     if best is not None:
         lines += ["", f"Best setting by held-out placed rate: **{best['setting']}** (placed {best['placed_mean']:.1f}%, "
                   f"LIBERO success {best['success_mean']:.1f}%, tasks {best['tasks']})."]
+    lines += _section_sft_study(study, choice, n_place)
     failed = [json.loads(p.read_text()) for p in sorted((out_dir / "failed").glob("*.json"))]
     failed = [f for f in failed if not (out_dir / "units" / f"{f['unit']}.json").is_file()]
     if failed:
@@ -427,44 +664,53 @@ def summarize(out_dir: Path, results_dir: Path = RESULTS) -> dict[str, Any] | No
     vers = units[0].get("versions", {})
     mach = units[0].get("machine", {})
     lines += ["", f"Units finished: {len(units)}. Unit size: {size}.",
-              "Command: `python -m benchmarks.tuning_sweep run` (resumable; see the module docstring for the flags), "
-              "then `python -m benchmarks.tuning_sweep summary`.",
+              "Command: `python -m benchmarks.tuning_sweep run` (resumable; `--study sft` for the SFT regime study; "
+              "see the module docstring for the flags), then `python -m benchmarks.tuning_sweep summary`.",
               "", "Versions: " + ", ".join(f"{k} {v}" for k, v in vers.items()),
               f"Machine: {mach.get('cpu_model', '?')} ({mach.get('cpu_count', '?')} cores).", "",
-              "![held-out placed rate per setting](tuning_sweep.png)", ""]
+              "![held-out success per setting](tuning_sweep.png)", ""]
     write_text(results_dir / "tuning_sweep.md", "\n".join(lines))
     payload = {"rows": rows, "best": best, "heldout_placement_offset": HELDOUT_PLACEMENT_OFFSET,
-               "units": [{k: u[k] for k in ("task", "seed", "setting", "setting_key", "success_rate", "placed_rate",
-                                            "placement_seeds", "unit_size", "timings_s", "versions", "machine",
-                                            "date") if k in u} | {"train": u.get("train")} for u in units]}
+               "sft_study": {"rows": study, "by_setting": sft_study_by_setting(study), "choice": choice},
+               "units": [{k: u[k] for k in ("task", "seed", "setting", "setting_key", "sft_setting", "success_rate",
+                                            "placed_rate", "placement_seeds", "unit_size", "timings_s", "versions",
+                                            "machine", "date") if k in u} | {"train": u.get("train")} for u in units]}
     write_json(results_dir / "tuning_sweep.json", payload)
-    _plot(rows, results_dir / "tuning_sweep.png")
+    _plot(rows, study, results_dir / "tuning_sweep.png")
     print(f"wrote {results_dir / 'tuning_sweep.md'} ({len(units)} units)", flush=True)
     return payload
 
 
-def _plot(rows: list[dict[str, Any]], path: Path) -> None:
+def _plot(rows: list[dict[str, Any]], study: list[dict[str, Any]], path: Path) -> None:
+    """Bars of held-out placed and LIBERO success: one panel for the RL settings, one for the SFT study."""
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
     except ImportError:
         print("matplotlib not installed: chart skipped", file=sys.stderr)
         return
-    fig = Figure(figsize=(max(6, 0.9 * len(rows) + 2), 4.5))
+    panels = [(title, rs, label) for title, rs, label in (
+        ("RL settings", rows, lambda r: f"T{r['task']} {r['setting']}"),
+        ("SFT regime study (SFT only)", study, lambda r: f"T{r['task']} {r['sft']}")) if rs]
+    if not panels:
+        return
+    width = max(6, 0.9 * max(len(rs) for _, rs, _ in panels) + 2)
+    fig = Figure(figsize=(width, 4.5 * len(panels)))
     FigureCanvasAgg(fig)
-    ax = fig.subplots()
-    x = np.arange(len(rows))
-    ax.bar(x - 0.2, [r["placed_mean"] for r in rows], 0.4, yerr=[r["placed_std"] for r in rows], capsize=3,
-           label="placed")
-    ax.bar(x + 0.2, [r["success_mean"] for r in rows], 0.4, yerr=[r["success_std"] for r in rows], capsize=3,
-           label="LIBERO success")
-    ax.set_xticks(x)
-    ax.set_xticklabels([f"T{r['task']} {r['setting']}" for r in rows], rotation=60, ha="right", fontsize=7)
-    ax.set_ylabel("held-out success (%)")
-    ax.set_ylim(0, 105)
-    ax.set_title("Held-out training placements (mean ± std over seeds)", fontsize=10)
-    ax.legend(fontsize=8)
-    ax.grid(axis="y", alpha=0.3)
+    axes = fig.subplots(len(panels), 1, squeeze=False)[:, 0]
+    for ax, (title, rs, label) in zip(axes, panels):
+        x = np.arange(len(rs))
+        ax.bar(x - 0.2, [r["placed_mean"] for r in rs], 0.4, yerr=[r["placed_std"] for r in rs], capsize=3,
+               label="placed")
+        ax.bar(x + 0.2, [r["success_mean"] for r in rs], 0.4, yerr=[r["success_std"] for r in rs], capsize=3,
+               label="LIBERO success")
+        ax.set_xticks(x)
+        ax.set_xticklabels([label(r) for r in rs], rotation=60, ha="right", fontsize=7)
+        ax.set_ylabel("held-out success (%)")
+        ax.set_ylim(0, 105)
+        ax.set_title(f"{title}: held-out training placements (mean ± std over seeds)", fontsize=10)
+        ax.legend(fontsize=8)
+        ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     fig.savefig(str(path), dpi=100)
 
@@ -474,7 +720,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="command", required=True)
     for name in ("run", "list"):
         p = sub.add_parser(name, help="run the missing units" if name == "run" else "show the plan and what is done")
-        p.add_argument("--tasks", default="4", help="tasks (default: %(default)s)")
+        p.add_argument("--study", default="rl", choices=STUDIES,
+                       help="rl: RL settings from the main job's SFT; sft: the SFT regime study (default: %(default)s)")
+        p.add_argument("--tasks", default=None,
+                       help=f"tasks (default: {DEFAULT_TASKS['rl']} for rl, {DEFAULT_TASKS['sft']} for sft)")
         p.add_argument("--seeds", default="0-2", help="seeds (default: %(default)s)")
         p.add_argument("--lrs", default="1e-4,3e-5", help="RL learning rates (default: %(default)s)")
         p.add_argument("--kl-betas", default="0.04,0.2", help="KL weights (default: %(default)s)")
@@ -482,6 +731,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--schedules", default="per_step", help="update schedules (default: %(default)s)")
         p.add_argument("--target-kls", default="none",
                        help="target KL of the early stop ('none': off) (default: %(default)s)")
+        p.add_argument("--num-demos", default="20,50,100,200,400",
+                       help="SFT study: demonstrations (default: %(default)s)")
+        p.add_argument("--sft-epochs", default="100,300", help="SFT study: epochs (default: %(default)s)")
+        p.add_argument("--hidden", default="128x128",
+                       help="SFT study: hidden widths, settings by commas, widths by x (default: %(default)s)")
         p.add_argument("--iterations", type=int, default=None, help="RL iterations (default: the main job's)")
         p.add_argument("--num-envs", type=int, default=None, help="group size M (default: the main job's)")
         p.add_argument("--eval-placements", type=int, default=30,
@@ -495,10 +749,17 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--results-dir", default=str(RESULTS), help="where the summary goes (default: %(default)s)")
             p.add_argument("--no-summary", action="store_true", help="do not rebuild the summary at the end")
             p.add_argument("--quiet", action="store_true", help="no progress bars")
+            _target_flag(p)
     p = sub.add_parser("summary", help="build the tables and the chart from the finished units")
     p.add_argument("--out-dir", default=DEFAULT_OUT, help="units (default: %(default)s)")
     p.add_argument("--results-dir", default=str(RESULTS), help="where to write (default: %(default)s)")
+    _target_flag(p)
     return ap
+
+
+def _target_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--sft-target", type=float, default=SFT_TARGET_SUCCESS,
+                   help="SFT study: held-out LIBERO success (%%) the chosen setting must reach (default: %(default)s)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -507,7 +768,7 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_run(args)
     if args.command == "list":
         return cmd_list(args)
-    summarize(Path(args.out_dir), Path(args.results_dir))
+    summarize(Path(args.out_dir), Path(args.results_dir), sft_target=args.sft_target)
     return 0
 
 

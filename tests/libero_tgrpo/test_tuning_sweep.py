@@ -100,3 +100,121 @@ def test_bad_sweep_values_fail_before_any_unit(tmp_path, monkeypatch):
         ts.main(_args(tmp_path, "--schedules", "per_episode"))
     with pytest.raises(Exception, match="lr=-1"):
         ts.main(_args(tmp_path, "--lrs", "-1"))
+
+
+# ---------------------------------------------------------------------------------------------- SFT regime study
+def test_sft_study_units_cross_demos_epochs_and_widths_and_reach_the_config(tmp_path):
+    grid = ts.sft_grid([20, 100], [100, 300], [(128, 128), (256, 256)])
+    units = ts.sft_plan([2, 4], [0], grid)
+    assert len(units) == 16 and all(u.setting is None for u in units)
+    assert units[0].key == "task2_sft_d20_e100_h128x128_seed0"
+    assert units[-1].key == "task4_sft_d100_e300_h256x256_seed0"
+    big = ts.Unit(4, 1, sft=ts.SFTSetting(100, 300, (256, 256)))
+    cfg = ts._config(big, ts.UnitSize(), tmp_path)
+    assert (cfg.demos.num_demos, cfg.sft.epochs, cfg.hidden, cfg.seed) == (100, 300, (256, 256), 1)
+    assert big.sft_dir(tmp_path) == tmp_path / "sft" / "task4_seed1_d100_e300_h256x256"
+    # the main job's own SFT setting shares the SFT policy of the RL units (trained once)
+    main = ts.Unit(4, 1, sft=ts.SFTSetting.main_job())
+    assert main.sft_dir(tmp_path) == ts.Unit(4, 1).sft_dir(tmp_path) and main.key != ts.Unit(4, 1).key
+    assert ts.Unit(4, 1).key == "task4_sft_seed1"  # the RL study's keys are unchanged
+    with pytest.raises(ValueError, match="not both"):
+        ts.Unit(4, 0, ts.Setting(1e-4, 0.04, 1.0), sft=ts.SFTSetting(20, 100, (128, 128)))
+
+
+def _study_unit(task, seed, setting, success, placed):
+    u = ts.Unit(task, seed, sft=setting)
+    return {"task": task, "seed": seed, "setting_key": u.setting_key, "setting": None,
+            "sft_setting": {"num_demos": setting.num_demos, "epochs": setting.epochs, "hidden": list(setting.hidden)},
+            "success_rate": success, "placed_rate": placed, "placement_seeds": [1, 2], "unit_size": {},
+            "versions": {}, "machine": {}, "train": None, "timings_s": {"sft": 10.0, "total": 20.0}}
+
+
+STUDY_SUCCESS = {  # held-out LIBERO success per (setting key, task); placed is 10 points lower
+    "d50_e100_h128x128": {2: 0.80, 4: 0.70},
+    "d100_e100_h128x128": {2: 0.90, 4: 0.82},  # mean 86: the smallest that reaches 85
+    "d100_e300_h128x128": {2: 0.94, 4: 0.90},  # mean 92
+    "d200_e100_h128x128": {2: 0.96, 4: 0.94},  # mean 95
+}
+
+
+def test_sft_study_runs_resumably_and_its_rule_picks_the_smallest_setting_reaching_the_target(tmp_path, monkeypatch):
+    calls = []
+
+    def fake_run_unit(out_dir, unit, size):
+        calls.append(unit.key)
+        assert unit.sft is not None and unit.setting is None  # SFT only
+        rate = STUDY_SUCCESS[unit.sft.key][unit.task] + 0.02 * (unit.seed - 0.5)  # seeds 0/1: -1 / +1 point
+        return _study_unit(unit.task, unit.seed, unit.sft, rate, rate - 0.1)
+
+    monkeypatch.setattr(ts, "run_unit", fake_run_unit)
+    argv = _args(tmp_path, "--study", "sft", "--tasks", "2,4", "--seeds", "0-1", "--num-demos", "50,100,200",
+                 "--sft-epochs", "100,300", "--hidden", "128x128")
+    # d50_e300 and d200_e300 are not in STUDY_SUCCESS: they fail, are recorded, and the study goes on
+    assert ts.main(argv) == 0
+    assert len(calls) == 24 and all("lr" not in c for c in calls)
+    assert (tmp_path / "sweep" / "failed" / "task2_sft_d50_e300_h128x128_seed0.json").is_file()
+    calls.clear()
+    ts.main(argv)
+    assert len(calls) == 8 and all("d50_e300" in c or "d200_e300" in c for c in calls)  # the failed ones again
+
+    summary = json.loads((tmp_path / "results" / "tuning_sweep.json").read_text())
+    study = summary["sft_study"]
+    assert summary["rows"] == []  # no RL units in this sweep
+    row = next(r for r in study["rows"] if r["task"] == 4 and r["sft"] == "d100_e100_h128x128")
+    assert row["success_mean"] == pytest.approx(82.0) and row["success_std"] == pytest.approx(2 ** 0.5)
+    assert row["placed_mean"] == pytest.approx(72.0) and row["n"] == 2
+    assert [b["sft"] for b in study["by_setting"]] == ["d50_e100_h128x128", "d100_e100_h128x128",
+                                                       "d100_e300_h128x128", "d200_e100_h128x128"]
+    choice = study["choice"]
+    assert choice["reached"] and choice["setting"] == "d100_e100_h128x128"
+    assert choice["success_mean"] == pytest.approx(86.0) and choice["placed_mean"] == pytest.approx(76.0)
+    md = (tmp_path / "results" / "tuning_sweep.md").read_text()
+    assert "## SFT regime study" in md and "## RL settings" not in md
+    assert "| T4 | d100_e100_h128x128 | 2 | 82.0 ± 1.4 | 72.0 ± 1.4 | 10 |" in md
+    assert "Chosen: **d100_e100_h128x128** (100 demonstrations, 100 epochs, hidden 128x128)" in md
+    assert "PAPER_SFT = SFTSetting(num_demos=100, epochs=100, hidden=(128, 128))" in md
+
+    # the target is the summary's: a higher one picks a larger setting; one out of reach names the best
+    ts.main(["summary", "--out-dir", str(tmp_path / "sweep"), "--results-dir", str(tmp_path / "r2"),
+             "--sft-target", "93"])
+    assert json.loads((tmp_path / "r2" / "tuning_sweep.json").read_text())["sft_study"]["choice"]["setting"] == \
+        "d200_e100_h128x128"
+    ts.main(["summary", "--out-dir", str(tmp_path / "sweep"), "--results-dir", str(tmp_path / "r3"),
+             "--sft-target", "99"])
+    choice = json.loads((tmp_path / "r3" / "tuning_sweep.json").read_text())["sft_study"]["choice"]
+    assert not choice["reached"] and choice["setting"] is None and choice["best"]["setting"] == "d200_e100_h128x128"
+    assert "No setting reaches it; the highest is d200_e100_h128x128" in (tmp_path / "r3" / "tuning_sweep.md").read_text()
+    with pytest.raises(SystemExit, match="--sft-target 150"):
+        ts.main(["summary", "--out-dir", str(tmp_path / "sweep"), "--sft-target", "150"])
+
+
+def test_sft_study_choice_needs_every_task_of_the_study():
+    s_small, s_big = ts.SFTSetting(50, 100, (128, 128)), ts.SFTSetting(400, 100, (128, 128))
+    units = [_study_unit(2, 0, s_small, 0.95, 0.9),  # reaches the target but was run on Task2 only
+             _study_unit(2, 0, s_big, 0.9, 0.8), _study_unit(4, 0, s_big, 0.88, 0.8)]
+    choice = ts.choose_sft_setting(ts.sft_study_rows(units), 85.0)
+    assert choice["setting"] == "d400_e100_h128x128" and choice["tasks"] == [2, 4]
+    assert ts.choose_sft_setting([], 85.0) is None
+
+
+def test_bad_sft_study_values_fail_before_any_unit(tmp_path, monkeypatch):
+    monkeypatch.setattr(ts, "run_unit", lambda *a: pytest.fail("a unit ran"))
+    with pytest.raises(SystemExit, match="--num-demos '0,20'"):
+        ts.main(_args(tmp_path, "--study", "sft", "--num-demos", "0,20"))
+    with pytest.raises(SystemExit, match="--hidden '128xa'"):
+        ts.main(_args(tmp_path, "--study", "sft", "--hidden", "128xa"))
+
+
+def test_a_tiny_real_sft_study_unit(tmp_path, monkeypatch, demo_cache):
+    # the real SFT + held-out evaluation path of a study unit: 3 cached demonstrations, 2 epochs, 2 placements
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "outputs").mkdir()
+    (tmp_path / "outputs" / "demos").symlink_to(demo_cache)
+    unit = ts.Unit(4, 0, sft=ts.SFTSetting(3, 2, (16,)))
+    rec = ts.run_unit(tmp_path / "sweep", unit, ts.UnitSize(eval_placements=2, eval_envs=1, quiet=True))
+    assert rec["setting_key"] == "sft_d3_e2_h16" and rec["sft_setting"] == {"num_demos": 3, "epochs": 2,
+                                                                            "hidden": (16,)}
+    assert rec["placement_seeds"] == ts.heldout_placements(2) and "train" not in rec
+    assert rec["config"]["demos"]["num_demos"] == 3 and rec["config"]["hidden"] == [16]
+    assert (unit.sft_dir(tmp_path / "sweep") / "policy.pt").is_file() and "sft" in rec["timings_s"]
+    assert 0.0 <= rec["placed_rate"] <= rec["success_rate"] <= 1.0
