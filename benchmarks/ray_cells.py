@@ -9,7 +9,8 @@ Order and resumption are those of a local run:
 
 - a cell whose JSON exists is skipped, and each finished cell is written the moment it arrives, so a driver
   stopped at any point loses only the cells in flight; the same command continues;
-- the RL cells of a (task, seed) start from the policy of that (task, seed)'s SFT cell: they are submitted
+- the RL cells of a (task, seed, regime) start from the policy of that (task, seed, regime)'s SFT cell (the
+  weak and the paper-level regime each have theirs): they are submitted
   when the SFT cell has finished (or at once when its policy is on disk), and the policy travels with them;
   when the SFT cell failed they train the same SFT policy themselves, as a local run does;
 - every cell runs the same code with the same seeds as a local run, with one torch thread, so its results
@@ -52,7 +53,7 @@ def _write_bytes(path: Path, data: bytes) -> None:
 
 
 def _cell_task(task: int, method: str, seed: int, overrides: dict[str, Any],
-               sft_policy: bytes | None) -> dict[str, Any]:
+               sft_policy: bytes | None, regime: str = "weak") -> dict[str, Any]:
     """Run one cell in a temporary directory; return its JSON, its run's files and where it ran.
 
     With ``sft_policy`` (the bytes of the SFT cell's ``policy.pt``) the cell starts from that policy, as a local
@@ -62,7 +63,7 @@ def _cell_task(task: int, method: str, seed: int, overrides: dict[str, Any],
 
     from benchmarks.paper_table import Cell, run_cell
 
-    cell = Cell(task, method, seed)
+    cell = Cell(task, method, seed, regime)
     with tempfile.TemporaryDirectory(prefix="paper-table-cell-") as tmp:
         out = Path(tmp)
         run_dir = cell.run_dir(out)
@@ -149,13 +150,13 @@ def run_cells_on_ray(
         except RuntimeError as e:
             record(cell, None, str(e))
             return
-        in_flight[remote.remote(cell.task, cell.method, cell.seed, cell_over, sft_policy)] = cell
+        in_flight[remote.remote(cell.task, cell.method, cell.seed, cell_over, sft_policy, cell.regime)] = cell
         started += 1
         say(f"--- cell {cell.label} started on Ray")
 
     tgrpo_todo = {c for c in todo if c.method == "tgrpo"}
     for cell in todo:
-        needs = Cell(cell.task, "tgrpo", cell.seed) if cell.method == "ppo" else None
+        needs = cell.tgrpo if cell.method == "ppo" else None
         if needs in tgrpo_todo:  # PPO runs at the env steps of its TGRPO cell: it starts when that one is done
             waiting.setdefault(needs, []).append(cell)
         elif cell.is_rl and cell.sft in sft_todo:

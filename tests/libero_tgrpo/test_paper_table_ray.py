@@ -90,3 +90,17 @@ def test_ppo_on_ray_waits_for_its_tgrpo_cell_and_runs_at_its_env_steps(local_ray
     assert ppo["protocol"]["env_step_budget"] == int(tgrpo["train"]["env_steps"]) > 0
     assert ppo["config"]["ppo"]["env_step_budget"] == ppo["protocol"]["env_step_budget"]
     assert ppo["train"]["env_steps"] >= ppo["protocol"]["env_step_budget"]
+
+
+def test_paper_regime_rl_cells_on_ray_wait_for_their_regimes_sft_cell(local_ray, demo_cache, tmp_path):
+    cells = paper_table.plan([4], [0], ["sft", "tgrpo"], [], regimes=("paper",))
+    assert [c.key for c in cells] == ["task4_sft_seed0_paper", "task4_tgrpo_seed0_paper"]
+    started = run_cells_on_ray(tmp_path, cells, dict(_tiny(demo_cache), **{"eval.states": (0,)}), address="local",
+                               record=partial(paper_table._record, tmp_path), say=lambda s: None)
+    assert started == 2 and not list((tmp_path / "failed").glob("*.json"))
+    sft, rl = (json.loads(c.path(tmp_path).read_text()) for c in cells)
+    assert sft["regime"] == rl["regime"] == "paper"
+    assert rl["sft_policy"]["trained_in_this_cell"] is False  # submitted after its SFT cell, with its policy
+    assert rl["sft_policy"]["weights_sha256"] == sft["sft_policy"]["weights_sha256"]
+    assert rl["sft_setting"]["hidden"] == list(paper_table.PAPER_SFT.hidden)  # the regime's SFT, tiny otherwise
+    assert [p.name for p in (tmp_path / "runs").iterdir()] == ["task4_seed0_paper"]  # apart from weak runs
