@@ -994,8 +994,8 @@ def summarize(out_dir: Path, results_dir: Path = RESULTS) -> dict[str, Any] | No
 
 
 def _plot(t: Table, path: Path) -> None:
-    """Bars of each method per task, mean ± std over seeds, dots for single seeds: one row of panels per regime,
-    LIBERO success on the left (the paper's Table 1 as diamonds), placed on the right."""
+    """Bars of each method per task, mean ± std over seeds, dots for single seeds: per regime, a panel of LIBERO
+    success (the paper's Table 1 as diamonds) above a panel of placed."""
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
@@ -1003,9 +1003,9 @@ def _plot(t: Table, path: Path) -> None:
         print("matplotlib not installed: bar chart skipped", file=sys.stderr)
         return
     n_tasks = max(len(t.tasks[r]) for r in t.regimes)
-    fig = Figure(figsize=(2 * max(6, 1.6 * n_tasks + 2) + 2, 4.2 * len(t.regimes)))
+    fig = Figure(figsize=(max(7, 1.8 * n_tasks + 3), 3.8 * len(METRICS) * len(t.regimes)))
     FigureCanvasAgg(fig)
-    axes = fig.subplots(len(t.regimes), len(METRICS), squeeze=False)
+    axes = fig.subplots(len(t.regimes) * len(METRICS), 1, squeeze=False).reshape(len(t.regimes), len(METRICS))
     for row, r in enumerate(t.regimes):
         tasks, methods = t.tasks[r], t.methods[r]
         width = 0.8 / max(len(methods), 1)
@@ -1036,10 +1036,8 @@ def _plot(t: Table, path: Path) -> None:
             ax.set_ylim(0, 105)
             ax.set_title(f"{REGIME_LABELS[r]}: {label} (bars: mean ± std over seeds)", fontsize=10)
             ax.grid(axis="y", alpha=0.3)
-            if col == len(METRICS) - 1:
-                handles = {h.get_label(): h for a in axes[row] for h in a.get_legend_handles_labels()[0]}
-                ax.legend(list(handles.values()), list(handles.keys()), fontsize=7, loc="upper left",
-                          bbox_to_anchor=(1.01, 1.0))
+            if col == 0:
+                ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     fig.savefig(str(path), dpi=100)
 
