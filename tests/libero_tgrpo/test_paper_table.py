@@ -478,5 +478,5 @@ def test_goals_without_placed_cells_say_not_enough_cells(tmp_path):
         _cell(out, 4, "sft", seed, 0.3)
         _cell(out, 4, "tgrpo", seed, 0.6)
     goals = paper_table.goals(paper_table.load_cells(out))
-    assert {g["regime"] for g in goals} == {"weak"}
+    assert {g["regime"] for g in goals} == {"weak", "paper"} and len(goals) == 10  # 5 goals per regime
     assert all(g["verdict"] == "not enough cells" for g in goals)
