@@ -11,6 +11,7 @@ Usage:
     python -m benchmarks.paper_table run                       # the full plan, resumable
     python -m benchmarks.paper_table run --tasks 4 --seeds 0-2  # one chunk
     python -m benchmarks.paper_table run --max-cells 3          # at most 3 new cells, then stop
+    python -m benchmarks.paper_table run --regime weak          # only the weak regime's cells
     python -m benchmarks.paper_table list                       # the plan and what is done
     python -m benchmarks.paper_table summary                    # tables and chart from the finished cells
     python -m benchmarks.paper_table restore                    # cells of the committed summary, to add to
@@ -34,7 +35,7 @@ the digest of the SFT weights it started from, and the summary names any that di
 
 The summary reports both metrics, LIBERO success and *placed* (LIBERO success with the object released in an
 undisturbed basket), per regime, method and task (cells run before the placed metric count for LIBERO
-success only), the runs that ended below their SFT policy on either metric, and the issue's goals on the
+success only), the runs that ended below their SFT policy on either metric, and the table's goals on the
 placed metric (:data:`GOAL_GAIN_OVER_SFT`, :data:`GOAL_MAX_DROP`) computed from the cells present.
 
 Comparisons on equal terms: every RL cell uses the same lr, KL beta and schedule; step-only and
@@ -93,8 +94,9 @@ PAPER_SFT = SFTSetting(num_demos=200, epochs=100, hidden=(128, 128))
 regime study (``python -m benchmarks.tuning_sweep run --study sft``, then ``summary``: its "Chosen" line).
 Applied to every cell of the regime (``PipelineConfig.replace`` overrides, :func:`regime_overrides`)."""
 PAPER_SFT_PROVISIONAL = True
-"""True while :data:`PAPER_SFT` is a guess, not the study's choice: the study has not run yet. The value is
-extrapolated from SPEC §7 (100 demonstrations: 64% on Task4 against 34% with 20). The summary says so."""
+"""True while :data:`PAPER_SFT` is a guess, not the study's choice: the study has not run yet. The guess: SFT of
+Task4 (seed 0, the main job's settings otherwise) reached 64% on the benchmark states with 100 demonstrations
+against 34% with 20, so twice that many are assumed to come nearer 85%. The summary says it is provisional."""
 PAPER_TASKS = (2, 4, 10)
 """Tasks of the paper-level regime in the default plan (all five methods)."""
 GOAL_METRIC = "placed"
