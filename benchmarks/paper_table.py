@@ -982,7 +982,8 @@ def summarize(out_dir: Path, results_dir: Path = RESULTS) -> dict[str, Any] | No
                                  for m in METRICS} for r in t.regimes},
                "deltas": t.deltas,
                "goals": goals(t.cells),
-               "cells": [{k: c[k] for k in PUBLISHED_FIELDS if k in c} | {"regime": regime_of(c)} for c in t.cells],
+               "cells": [{k: c[k] for k in PUBLISHED_FIELDS if k in c}
+                         for c in (dict(c, regime=regime_of(c)) for c in t.cells)],
                "train_diagnostics": diagnostics,
                "raw_alpha_cells": [{k: c[k] for k in ("task", "method", "seed", "success_rate", "alphas", "date")
                                     if k in c} for c in raw],
