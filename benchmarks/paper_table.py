@@ -53,14 +53,13 @@ import io
 import json
 import sys
 import time
-import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from benchmarks._common import parse_ints
+from benchmarks._common import parse_ints, run_in_order
 from benchmarks.tuning_sweep import SFTSetting
 from libero_tgrpo.config import METHOD_LABELS
 from libero_tgrpo.files import write_json, write_text
@@ -443,23 +442,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                          record=lambda c, p, e: _record(out_dir, c, p, e), cpus_per_cell=args.cpus_per_cell,
                          max_cells=args.max_cells, time_budget_min=args.time_budget_min)
     else:
-        start = time.perf_counter()
-        ran = 0
-        for cell in todo:
-            if args.max_cells is not None and ran >= args.max_cells:
-                break
-            if args.time_budget_min is not None and time.perf_counter() - start > 60 * args.time_budget_min:
-                print("time budget reached; run the same command again to continue", flush=True)
-                break
-            print(f"--- cell {cell.label}", flush=True)
-            ran += 1
-            try:
-                payload = run_cell(out_dir, cell, overrides)
-            except Exception as e:  # noqa: BLE001 - a failed cell is recorded and the plan goes on
-                traceback.print_exc()
-                _record(out_dir, cell, None, f"{type(e).__name__}: {e}")
-                continue
-            _record(out_dir, cell, payload, None)
+        run_in_order(todo, lambda c: run_cell(out_dir, c, overrides), lambda c, p, e: _record(out_dir, c, p, e),
+                     label=lambda c: f"cell {c.label}", max_n=args.max_cells, time_budget_min=args.time_budget_min)
     if not args.no_summary:
         summarize(out_dir, Path(args.results_dir))
     return 0

@@ -57,14 +57,13 @@ import itertools
 import json
 import sys
 import time
-import traceback
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from benchmarks._common import parse_ints
+from benchmarks._common import parse_ints, run_in_order
 from libero_tgrpo.files import write_json, write_text
 
 DEFAULT_OUT = "outputs/tuning_sweep"
@@ -415,25 +414,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     units, size = _plan_from(args)
     todo = [u for u in units if not u.path(out_dir).is_file()]
     print(f"{len(units)} units planned, {len(units) - len(todo)} done, {len(todo)} to run", flush=True)
-    start = time.perf_counter()
-    ran = 0
-    for unit in todo:
-        if args.max_units is not None and ran >= args.max_units:
-            break
-        if args.time_budget_min is not None and time.perf_counter() - start > 60 * args.time_budget_min:
-            print("time budget reached; run the same command again to continue", flush=True)
-            break
-        print(f"--- unit {unit.key}", flush=True)
-        ran += 1
-        try:
-            payload = run_unit(out_dir, unit, size)
-        except Exception as e:  # noqa: BLE001 - a failed unit is recorded and the plan goes on
-            traceback.print_exc()
-            write_json(unit.failed_path(out_dir), {"unit": unit.key, "error": f"{type(e).__name__}: {e}"})
-            continue
+
+    def record(unit: Any, payload: dict[str, Any] | None, error: str | None) -> None:
+        if payload is None:
+            write_json(unit.failed_path(out_dir), {"unit": unit.key, "error": error})
+            return
         write_json(unit.path(out_dir), payload)
         print(f"unit {unit.key}: held-out LIBERO success {100 * payload['success_rate']:.0f}%, placed "
               f"{100 * payload['placed_rate']:.0f}% ({payload['timings_s']['total']:.0f}s)", flush=True)
+
+    run_in_order(todo, lambda u: run_unit(out_dir, u, size), record, label=lambda u: f"unit {u.key}",
+                 max_n=args.max_units, time_budget_min=args.time_budget_min)
     if not args.no_summary:
         summarize(out_dir, Path(args.results_dir), sft_target=args.sft_target)
     return 0
