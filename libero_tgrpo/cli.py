@@ -15,7 +15,7 @@ it override it). The options are those of :class:`libero_tgrpo.config.PipelineCo
 their workers with forkserver; this module's entry point is the console script (or ``python -m
 libero_tgrpo``), which is import-safe.
 
-An output directory holds one run (:class:`libero_tgrpo.stages.RunDir`): ``--resume`` continues it with the
+An output directory holds one run (:class:`libero_tgrpo.rundir.RunDir`): ``--resume`` continues it with the
 same options, ``--resume-or-start`` resumes or starts, ``--overwrite`` replaces it; a second writer is
 refused. The output directory is checked before any long work; an expected error is one line on stderr and
 exit code 2 (``--debug``: with its traceback), an interrupt exit code 130.
@@ -266,7 +266,7 @@ def _short_parse_errors() -> Any:
 # ---------------------------------------------------------------------------------------------- commands
 def _open_run(name: str, cfg: PipelineConfig, inputs: tuple[str | None, ...] = (), **identity: Any) -> Any:
     """The subcommand's output directory, checked and claimed before any long work (:class:`RunDir`)."""
-    from libero_tgrpo.stages import RunDir, run_identity
+    from libero_tgrpo.rundir import RunDir, run_identity
 
     return RunDir(cfg.output_dir, resume=cfg.resume or cfg.resume_or_start, command=name,
                   identity=run_identity(cfg, COMMANDS[name].options, **identity), overwrite=cfg.overwrite,

@@ -74,7 +74,7 @@ def json_default(o: Any) -> Any:
 
 class RunDirError(Exception):
     """A run directory that a run may not use: it holds another run, a run with other options than a resume
-    gives, or nothing to resume (see :class:`libero_tgrpo.stages.RunDir`)."""
+    gives, or nothing to resume (see :class:`libero_tgrpo.rundir.RunDir`)."""
 
 
 class DirLockedError(RuntimeError):

@@ -2,7 +2,7 @@
 
 :func:`run_main_job` chains the stages of :mod:`libero_tgrpo.stages` with the options of a
 :class:`~libero_tgrpo.config.PipelineConfig` (its defaults are the built-in main job), times each stage and
-writes everything under one output directory (:class:`~libero_tgrpo.stages.RunDir`). With ``resume=True`` the
+writes everything under one output directory (:class:`~libero_tgrpo.rundir.RunDir`). With ``resume=True`` the
 stages whose results are already on disk are skipped and TGRPO continues from its last checkpoint, so a killed
 run is continued by running the same command again with ``--resume``. The report is
 :mod:`libero_tgrpo.reports`'s.
@@ -34,16 +34,8 @@ from libero_tgrpo.reports import (
     table_and_verdict,
     timings_line,
 )
-from libero_tgrpo.stages import (
-    RunDir,
-    SharedEvalEnvs,
-    eval_config_kwargs,
-    run_demos,
-    run_eval,
-    run_identity,
-    run_sft,
-    run_train,
-)
+from libero_tgrpo.rundir import RunDir, run_identity
+from libero_tgrpo.stages import SharedEvalEnvs, eval_config_kwargs, run_demos, run_eval, run_sft, run_train
 
 __all__ = [
     "METHODS",
