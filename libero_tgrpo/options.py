@@ -32,9 +32,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from libero_tgrpo.config import DemoConfig, EvalConfig, HFConfig, PipelineConfig, SFTConfig
+from libero_tgrpo.config import PipelineConfig
 from libero_tgrpo.paper import PAPER_ALPHAS
 from libero_tgrpo.parsing import format_states, parse_hidden, parse_states, parse_task
+from libero_tgrpo.stage_configs import DemoConfig, EvalConfig, HFConfig, SFTConfig
 from tgrpo.config import (
     LOG_FORMATS,
     RATIO_LEVELS,

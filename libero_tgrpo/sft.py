@@ -19,9 +19,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from libero_tgrpo.config import SFTConfig
 from libero_tgrpo.demos import DemoSet
 from libero_tgrpo.progress import progress_bar
+from libero_tgrpo.stage_configs import SFTConfig
 
 __all__ = ["SFTConfig", "sft", "token_cross_entropy", "demo_tokens", "freeze_reference"]
 
