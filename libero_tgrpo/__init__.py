@@ -20,12 +20,12 @@ from libero_tgrpo.paper import PAPER_ALPHAS, PAPER_PPO_AVERAGE, PAPER_TABLE1, pa
 __version__ = "0.1.0"
 
 _LAZY = {
-    "DemoSet": "libero_tgrpo.demos",
-    "DEMO_FORMAT_VERSION": "libero_tgrpo.demos",
-    "generate_demos": "libero_tgrpo.demos",
+    "DemoSet": "libero_tgrpo.demo_set",
+    "DEMO_FORMAT_VERSION": "libero_tgrpo.demo_set",
+    "generate_demos": "libero_tgrpo.demo_expert",
     "get_demos": "libero_tgrpo.demos",
-    "load_demos": "libero_tgrpo.demos",
-    "save_demos": "libero_tgrpo.demos",
+    "load_demos": "libero_tgrpo.demo_set",
+    "save_demos": "libero_tgrpo.demo_set",
     "read_demos": "libero_tgrpo.demos",
     "export_lerobot": "libero_tgrpo.demo_lerobot",
     "load_lerobot": "libero_tgrpo.demo_lerobot",

@@ -44,7 +44,7 @@ from typing import Any
 
 import numpy as np
 
-from libero_tgrpo.demos import DEMO_FORMAT_VERSION, DemoFormatError, DemoSet
+from libero_tgrpo.demo_set import DEMO_FORMAT_VERSION, DemoFormatError, DemoSet
 
 __all__ = ["HDF5_OBS_KEYS", "HDF5_SUFFIXES", "load_hdf5_demos", "is_hdf5_demos"]
 

@@ -42,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from libero_tgrpo.demos import DEMO_FORMAT_VERSION, DemoFormatError, DemoSet
+from libero_tgrpo.demo_set import DEMO_FORMAT_VERSION, DemoFormatError, DemoSet
 
 __all__ = ["LEROBOT_VERSION", "LEROBOT_FPS", "OBS_FEATURES", "export_lerobot", "load_lerobot", "is_lerobot_dataset"]
 

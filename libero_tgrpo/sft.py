@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from libero_tgrpo.demos import DemoSet
+from libero_tgrpo.demo_set import DemoSet
 from libero_tgrpo.progress import progress_bar
 from libero_tgrpo.stage_configs import SFTConfig
 

@@ -15,7 +15,8 @@ from typing import Any
 
 from libero_gym import MAX_EPISODE_STEPS, NUM_INIT_STATES
 from libero_tgrpo.config import PipelineConfig
-from libero_tgrpo.demos import DemoSet, get_demos, read_demos, select_observations
+from libero_tgrpo.demo_set import DemoSet
+from libero_tgrpo.demos import get_demos, read_demos, select_observations
 from libero_tgrpo.envs import env_id, make_eval_envs, make_train_envs
 from libero_tgrpo.evaluation import evaluate_benchmark
 from libero_tgrpo.files import RunDirError, write_text
