@@ -92,3 +92,15 @@ class _SkipGuard:
 def pytest_configure(config: pytest.Config) -> None:
     if config.getoption("--fail-on-skip"):
         config.pluginmanager.register(_SkipGuard(read_allowlist()), "skip_guard")
+
+
+@pytest.fixture(scope="module")
+def local_ray(request: pytest.FixtureRequest):
+    """A local Ray cluster of 2 CPUs for one test module, shut down after it. A module that needs a job-level
+    runtime environment sets ``RAY_RUNTIME_ENV`` (a callable returning it)."""
+    ray = pytest.importorskip("ray", reason="the Ray tests need the 'ray' extra")
+    runtime_env = getattr(request.module, "RAY_RUNTIME_ENV", None)
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="warning",
+             runtime_env=runtime_env() if runtime_env else None)
+    yield ray
+    ray.shutdown()

@@ -17,11 +17,7 @@ from libero_gym import LiberoAsyncVectorEnv, RayVectorEnv, WorkerError
 ray = pytest.importorskip("ray", reason="RayVectorEnv tests need the 'ray' extra")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="warning")
-    yield
-    ray.shutdown()
+pytestmark = pytest.mark.usefixtures("local_ray")  # tests/conftest.py
 
 
 def _assert_same(a, b, what):

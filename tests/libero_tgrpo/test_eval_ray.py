@@ -10,13 +10,6 @@ from libero_tgrpo.cli import main
 ray = pytest.importorskip("ray", reason="--vectorization ray needs the 'ray' extra")
 
 
-@pytest.fixture(scope="module")
-def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="warning")
-    yield
-    ray.shutdown()
-
-
 def test_eval_on_ray_actors_gives_the_records_of_a_local_evaluation(local_ray, demos, tmp_path):
     from libero_tgrpo.config import SFTConfig
     from libero_tgrpo.policies import build_policy, save_policy

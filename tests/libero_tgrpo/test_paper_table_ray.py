@@ -10,12 +10,7 @@ from benchmarks import paper_table
 ray = pytest.importorskip("ray", reason="running cells on Ray needs the 'ray' extra")
 from benchmarks.ray_cells import job_runtime_env, run_cells_on_ray  # noqa: E402
 
-
-@pytest.fixture(scope="module")
-def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="warning", runtime_env=job_runtime_env())
-    yield
-    ray.shutdown()
+RAY_RUNTIME_ENV = job_runtime_env  # the local_ray fixture (tests/conftest.py) starts Ray with it
 
 
 def _tiny(demo_cache):

@@ -10,11 +10,7 @@ from libero_tgrpo.envs import make_train_envs
 ray = pytest.importorskip("ray", reason="RayVectorEnv needs the 'ray' extra")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="warning")
-    yield
-    ray.shutdown()
+pytestmark = pytest.mark.usefixtures("local_ray")  # tests/conftest.py
 
 
 def _train(tmp_path, vectorization):
