@@ -30,7 +30,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from libero_tgrpo.files import atomic_write
+from libero_tgrpo.files import write_bytes
 
 SFT_POLICY = Path("sft") / "policy.pt"
 """Where a cell's run directory keeps the SFT policy that its RL cells start from."""
@@ -46,10 +46,6 @@ def job_runtime_env() -> dict[str, Any]:
     import benchmarks
 
     return {"py_modules": [str(Path(benchmarks.__file__).resolve().parent)], "env_vars": {"MUJOCO_GL": "egl"}}
-
-
-def _write_bytes(path: Path, data: bytes) -> None:
-    atomic_write(path, lambda p: p.write_bytes(data))
 
 
 def _cell_task(task: int, method: str, seed: int, overrides: dict[str, Any],
@@ -68,7 +64,7 @@ def _cell_task(task: int, method: str, seed: int, overrides: dict[str, Any],
         out = Path(tmp)
         run_dir = cell.run_dir(out)
         if sft_policy is not None:
-            _write_bytes(run_dir / SFT_POLICY, sft_policy)
+            write_bytes(run_dir / SFT_POLICY, sft_policy)
         payload = run_cell(out, cell, overrides)
         files = {
             p.relative_to(run_dir).as_posix(): p.read_bytes()
@@ -177,7 +173,7 @@ def run_cells_on_ray(
         else:
             run_dir = cell.run_dir(out_dir)
             for rel, data in result["files"].items():
-                _write_bytes(run_dir / rel, data)
+                write_bytes(run_dir / rel, data)
             record(cell, _localise(result["payload"], run_dir), None)
             say(f"    (ran on {result['host']}; {done} finished, {len(in_flight)} in flight)")
         for rl_cell in waiting.pop(cell, []):

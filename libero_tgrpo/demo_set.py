@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from libero_tgrpo.files import atomic_write
+from libero_tgrpo.files import write_bytes
 
 __all__ = ["DEMO_FORMAT_VERSION", "DemoSet", "DemoFormatError", "save_demos", "load_demos"]
 
@@ -114,7 +114,7 @@ def save_demos(demos: DemoSet, path: str | os.PathLike) -> Path:
     )
     buf = io.BytesIO()
     np.savez_compressed(buf, **arrays)
-    return atomic_write(path, lambda p: p.write_bytes(buf.getvalue()))
+    return write_bytes(path, buf.getvalue())
 
 
 def load_demos(path: str | os.PathLike) -> DemoSet:

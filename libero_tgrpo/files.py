@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["atomic_write", "write_json", "write_text", "json_default", "DirLock", "DirLockedError", "RunDirError",
+__all__ = ["atomic_write", "write_bytes", "write_json", "write_text", "json_default", "DirLock", "DirLockedError", "RunDirError",
            "LOCK_NAME", "check_writable"]
 
 LOCK_NAME = ".lock"
@@ -54,6 +54,11 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], Any]) -> Path:
 def write_text(path: str | os.PathLike, text: str) -> Path:
     """Write ``text`` to ``path`` atomically."""
     return atomic_write(path, lambda p: p.write_text(text))
+
+
+def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically."""
+    return atomic_write(path, lambda p: p.write_bytes(data))
 
 
 def write_json(path: str | os.PathLike, payload: Any) -> Path:

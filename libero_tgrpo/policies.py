@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import tgrpo
-from libero_tgrpo.files import atomic_write, json_default, write_json
+from libero_tgrpo.files import json_default, write_bytes, write_json
 from libero_tgrpo.versions import now, versions
 from tgrpo.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 
@@ -160,7 +160,7 @@ def _save_safetensors(payload: dict[str, Any], path: Path) -> Path:
     config = json.loads(json.dumps(config, default=json_default))  # plain data only, as in the .pt payload
     data = save(state, metadata={"format": _SAFETENSORS_FORMAT, "format_version": str(POLICY_FILE_VERSION)})
     write_json(path.with_suffix(".json"), config)
-    return atomic_write(path, lambda p: p.write_bytes(data))
+    return write_bytes(path, data)
 
 
 def _load_safetensors(path: Path) -> dict[str, Any]:
