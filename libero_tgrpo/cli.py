@@ -121,7 +121,7 @@ def _cmd_sft(args: SftCommand) -> int:
     cfg = args.options
     with _open_run("sft", cfg, inputs=(cfg.demos.demos_path, cfg.demos.demo_cache)) as run:
         demos, demos_path = run_demos(cfg)
-        run.check_digest("demos", demos_path)
+        run.check_demos(demos, demos_path)
         _, _, path = run_sft(cfg, demos, run.root)
     print(path)
     return 0

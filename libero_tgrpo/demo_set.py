@@ -3,7 +3,8 @@
 A set holds (observation, action) pairs of whole episodes, flattened over time steps; it is what SFT clones.
 :func:`save_demos` writes it, :func:`load_demos` reads it back. Sets also come from a LeRobotDataset
 (:mod:`libero_tgrpo.demo_lerobot`) or a LIBERO / robomimic HDF5 file (:mod:`libero_tgrpo.demo_hdf5`);
-:func:`libero_tgrpo.demos.read_demos` reads any of the three.
+:func:`libero_tgrpo.demos.read_demos` reads any of the three. :func:`demos_digest` names a set by its episodes,
+whatever file holds them.
 
 File format (``.npz``, NumPy's standard zip of arrays, version :data:`DEMO_FORMAT_VERSION`):
 
@@ -29,6 +30,7 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -40,15 +42,21 @@ import numpy as np
 
 from libero_tgrpo.files import write_bytes
 
-__all__ = ["DEMO_FORMAT_VERSION", "DemoSet", "DemoFormatError", "save_demos", "load_demos"]
+__all__ = ["DEMO_FORMAT_VERSION", "DIGEST_META_KEYS", "DemoSet", "DemoFormatError", "save_demos", "load_demos",
+           "demos_digest"]
 
 DEMO_FORMAT_VERSION = 1
 """Version of the ``.npz`` layout written by :func:`save_demos`; :func:`load_demos` rejects other versions."""
 
 
+DIGEST_META_KEYS = ("task", "instruction")
+"""The ``meta`` fields that :func:`demos_digest` covers: those that training reads (the instruction the policy is
+conditioned on, the task it is checked against). The rest of ``meta`` describes how the set was made (seeds,
+noise, generation time, package versions, the file it came from) and is left out."""
+
+
 class DemoFormatError(ValueError):
     """A demonstrations file that is missing, unreadable, or of another format version."""
-
 
 
 @dataclass
@@ -100,6 +108,24 @@ class DemoSet:
             meta=meta,
         )
 
+
+def demos_digest(demos: DemoSet) -> str:
+    """``episodes-sha256:<hex>`` of a set's content: what training reads, not the file that holds it.
+
+    Covers every array (each observation key in sorted order, ``actions``, ``tokens``, ``episode_lengths``,
+    ``episode_seeds``) by its name, dtype, shape and bytes, and the ``meta`` fields of :data:`DIGEST_META_KEYS`.
+    Metadata such as the generation time or package versions is left out, so a cache file regenerated with the
+    same episodes, or the same episodes in another format, has the same digest; one changed value does not.
+    """
+    h = hashlib.sha256()
+    arrays = [(f"obs.{k}", demos.obs[k]) for k in sorted(demos.obs)]
+    arrays += [(name, getattr(demos, name)) for name in ("actions", "tokens", "episode_lengths", "episode_seeds")]
+    for name, value in arrays:
+        a = np.ascontiguousarray(value)
+        h.update(f"{name}\0{a.dtype.str}\0{a.shape}\0".encode())
+        h.update(a)  # the buffer itself: a contiguous array is not copied
+    h.update(json.dumps({k: demos.meta.get(k) for k in DIGEST_META_KEYS}, sort_keys=True, default=str).encode())
+    return "episodes-sha256:" + h.hexdigest()
 
 
 def save_demos(demos: DemoSet, path: str | os.PathLike) -> Path:

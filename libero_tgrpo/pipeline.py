@@ -87,7 +87,7 @@ def _main_job(cfg: PipelineConfig, run: RunDir, record: bool | str, say: Callabl
         f"output {run.root}{' (resuming)' if run.resume else ''}")
 
     demos, demos_path = run.stage("demos", lambda: run_demos(cfg, say))
-    run.check_digest("demos", demos_path)
+    run.check_demos(demos, demos_path)
     sft_file = run.root / "sft" / "policy.pt"
     policy, spec = run.stage("sft", lambda: run_sft(cfg, demos, sft_file.parent, say)[:2], done=["sft/policy.pt"],
                              load=lambda: load_policy(sft_file)[:2])

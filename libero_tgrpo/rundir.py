@@ -1,9 +1,10 @@
 """The run directory: one run's output directory, its identity and the stages it times and caches.
 
 :class:`RunDir` claims an output directory for one run (locked against a second writer), records the run's
-identity (:func:`run_identity`, plus :func:`file_digest` of its input files) in :data:`RUN_RECORD`, refuses to
-resume a run with other settings, and runs each stage timed, reading a finished stage's result back from disk
-when resuming instead of running it again. The stages themselves are in :mod:`libero_tgrpo.stages`.
+identity (:func:`run_identity`, plus :func:`file_digest` of its input files and the demonstrations' content digest,
+:func:`~libero_tgrpo.demo_set.demos_digest`) in :data:`RUN_RECORD`, refuses to resume a run with other settings,
+and runs each stage timed, reading a finished stage's result back from disk when resuming instead of running it
+again. The stages themselves are in :mod:`libero_tgrpo.stages`.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from libero_tgrpo.config import PipelineConfig
+from libero_tgrpo.demo_set import DemoSet, demos_digest
 from libero_tgrpo.files import LOCK_NAME, DirLock, RunDirError, check_writable, write_json, write_text
 from libero_tgrpo.options import command_line, save_config
 from libero_tgrpo.progress import say as _default_say
@@ -211,17 +213,26 @@ class RunDir:
     def _write_record(self) -> None:
         write_json(self.root / RUN_RECORD, self.record)
 
-    def check_digest(self, name: str, path: str | Path) -> str:
-        """Record the digest of an input or intermediate file (``"demos"``, ``"sft"``) in ``run.json``; on a
+    def check_digest(self, name: str, path: str | Path, digest: str | None = None) -> str:
+        """Record the digest of an input or intermediate file (``"init"``, ``"sft"``) in ``run.json``; on a
         resume, compare it with the recorded one.
+
+        Args:
+            name: the digest's name in the record.
+            path: the file (or directory).
+            digest: the input's digest when it is not the file's bytes (:meth:`check_demos`); None:
+                :func:`file_digest` of ``path``. With a digest given, a resume also accepts a recorded
+                :func:`file_digest` of ``path`` (what earlier versions recorded for every input) and records
+                ``digest`` in its place.
 
         Raises:
             RunDirError: the file differs from the one the resumed run used.
         """
-        digest = file_digest(path)
+        of_content = digest is not None
+        digest = digest if of_content else file_digest(path)
         digests = self.record.setdefault("digests", {})
         old = digests.get(name)
-        if self.resume and old is not None and old != digest:
+        if self.resume and old is not None and old != digest and not (of_content and old == file_digest(path)):
             raise RunDirError(
                 f"cannot resume the run in {str(self.root)!r}: its {name} file differs from the one the run used "
                 f"({name} digest: {old} -> {digest}, {path}). Give --overwrite or another --output-dir for a new run."
@@ -230,6 +241,20 @@ class RunDir:
             digests[name] = digest
             self._write_record()
         return digest
+
+    def check_demos(self, demos: DemoSet, path: str | Path) -> str:
+        """:meth:`check_digest` of the demonstrations as ``"demos"``, by their content (:func:`demos_digest` of
+        ``demos``, read from ``path``), not by the file's bytes: a cache file regenerated with the same episodes
+        (its generation time differs), or the same episodes written again with other metadata, resumes the run;
+        one changed value refuses it. This holds for every demonstrations format (``.npz``, LeRobotDataset,
+        HDF5): the loaders give the episodes anyway. A run recorded by an earlier version holds the file's
+        digest (:func:`file_digest`): it is accepted when it is that of ``path``, and replaced by the content
+        digest.
+
+        Raises:
+            RunDirError: the episodes differ from the ones the resumed run used.
+        """
+        return self.check_digest("demos", path, demos_digest(demos))
 
     def close(self) -> None:
         """Release the directory's lock."""

@@ -1,17 +1,21 @@
 """A tiny end-to-end run on the real env: demos -> SFT -> TGRPO (2 iterations) -> evaluation, and resume."""
 
+import dataclasses
 import json
 import shlex
+import shutil
 
 import pytest
 import torch
 
 from libero_tgrpo.cli import main, parse
 from libero_tgrpo.config import DemoConfig, EvalConfig, PipelineConfig
+from libero_tgrpo.demo_set import load_demos, save_demos
 from libero_tgrpo.files import RunDirError
 from libero_tgrpo.options import load_config
 from libero_tgrpo.pipeline import run_main_job
 from libero_tgrpo.policies import load_policy
+from libero_tgrpo.rundir import file_digest
 
 
 def _tiny(tmp_path, demo_cache, **kw):
@@ -28,6 +32,7 @@ def _tiny(tmp_path, demo_cache, **kw):
 
 
 def test_tiny_main_job_end_to_end(tmp_path, demo_cache, monkeypatch):
+    demo_cache = shutil.copytree(demo_cache, tmp_path / "demo_cache")  # this run regenerates its cache file
     threads = torch.get_num_threads()
     try:
         summary = run_main_job(_tiny(tmp_path, demo_cache))
@@ -71,6 +76,14 @@ def test_tiny_main_job_end_to_end(tmp_path, demo_cache, monkeypatch):
     with pytest.raises(ValueError, match="record name"):
         record_run(out, "../x")
 
+    # the demo cache is made again with the same episodes: other file bytes (generation time), same demos
+    (cache_file,) = demo_cache.glob("*.npz")
+    before = file_digest(cache_file)
+    cached = load_demos(cache_file)
+    cache_file.unlink()
+    save_demos(dataclasses.replace(cached, meta={**cached.meta, "generation_s": -1.0}), cache_file)
+    assert file_digest(cache_file) != before
+
     # resume: every stage is on disk, TGRPO continues to 3 iterations from its checkpoint. The rows of the
     # first two iterations stay as written (a restart from scratch would rewrite them, timings included).
     written = (out / "tgrpo/metrics.jsonl").read_text().splitlines()
@@ -88,6 +101,13 @@ def test_tiny_main_job_end_to_end(tmp_path, demo_cache, monkeypatch):
         run_main_job(_tiny(tmp_path, demo_cache, resume=True, task=5, seed=1))
     assert "task: 4 -> 5" in str(e.value) and "seed: 0 -> 1" in str(e.value) and "alphas: [0.35, 0.65] -> [" in str(
         e.value)
+    assert (out / "tgrpo/metrics.jsonl").read_text().splitlines() == lines
+    # other episodes in the cache (one action changed) are refused, naming the demos digest
+    actions = cached.actions.copy()
+    actions[0, 0] = -actions[0, 0] if actions[0, 0] else 0.5
+    save_demos(dataclasses.replace(cached, actions=actions), cache_file)
+    with pytest.raises(RunDirError, match=r"demos digest: episodes-sha256:[0-9a-f]+ -> episodes-sha256:"):
+        run_main_job(_tiny(tmp_path, demo_cache, resume=True, **{"rl.iterations": 3}))
     assert (out / "tgrpo/metrics.jsonl").read_text().splitlines() == lines
 
 
