@@ -6,7 +6,8 @@ linear layers. The processor is the tiny one of ``save_tiny_llava`` (224 px); ac
 32000-id base vocabulary, as in OpenVLA. Timed at batch M (default 8): sampling one action (7 tokens),
 log-probs, reference log-probs, one update (log-probs + backward + AdamW), and one TGRPO iteration (per-step
 schedule, L steps) on a synthetic camera env whose step costs nothing; with and without gradient
-checkpointing. Peak GPU memory, the GPU's name and the versions are recorded.
+checkpointing. Sampling is also timed on the static KV cache and with its compiled decoding step
+(``HFVLAPolicy.set_decoding``; the compiled step's first call, which compiles, is reported apart). Peak GPU memory, the GPU's name and the versions are recorded.
 
 Writes ``benchmarks/results/hf_gpu.json`` (``--tiny``: ``hf_gpu_tiny.json``; ``--out``: elsewhere).
 ``--tiny`` runs the same code on the tiny LLaVA in float32 on the CPU, on one thread: the smoke test CI runs.
@@ -86,8 +87,11 @@ def build_policy(tmp: Path, tiny: bool, device: str, checkpointing: bool) -> Any
                        gradient_checkpointing=checkpointing)
 
 
-def measure(policy: Any, args: argparse.Namespace, out_dir: Path, device: str) -> dict[str, Any]:
-    """Timings (ms, medians) and peak memory of one policy."""
+def measure(
+    policy: Any, args: argparse.Namespace, out_dir: Path, device: str, decodings: bool = False
+) -> dict[str, Any]:
+    """Timings (ms, medians) and peak memory of one policy; with ``decodings``, sampling also on the static KV
+    cache and with the compiled decoding step (``--compile``)."""
     cuda = device.startswith("cuda")
     env = gym.vector.SyncVectorEnv([lambda: SyntheticCameraEnv(size=args.image_size)] * args.batch)
     obs, _ = env.reset(seed=0)
@@ -121,8 +125,17 @@ def measure(policy: Any, args: argparse.Namespace, out_dir: Path, device: str) -
 
     if cuda:
         torch.cuda.reset_peak_memory_stats()
-    row: dict[str, Any] = {
-        "sample_ms": 1e3 * timed(sample, args.repeats),
+    row: dict[str, Any] = {"sample_ms": 1e3 * timed(sample, args.repeats)}
+    if decodings:  # the static KV cache, then its compiled step (the first call compiles: timed apart)
+        variants = [("static", False)] + ([("compiled", True)] if args.compile else [])
+        for name, compiled in variants:
+            policy.set_decoding(static_cache=True, compile_decoding=compiled)
+            t0 = time.perf_counter()
+            sample()
+            row[f"sample_{name}_first_s"] = time.perf_counter() - t0
+            row[f"sample_{name}_ms"] = 1e3 * timed(sample, args.repeats)
+        policy.set_decoding()
+    row |= {
         "log_probs_ms": 1e3 * timed(forward, args.repeats),
         "ref_log_probs_ms": 1e3 * timed(ref, args.repeats),
         "update_ms": 1e3 * timed(update, args.repeats),
@@ -148,8 +161,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--image-size", type=int, default=128, help="camera image side of the synthetic env")
     ap.add_argument("--tiny", action="store_true", help="the tiny LLaVA in float32 on the CPU (smoke test)")
     ap.add_argument("--out", default=None, help="JSON file to write (default benchmarks/results/hf_gpu[_tiny].json)")
+    ap.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                    help="also time sampling with the compiled decoding step (default: on a GPU only; compiling the "
+                         "tiny model on a CPU takes minutes)")
     args = ap.parse_args(argv)
     device = "cpu" if args.tiny else "cuda"
+    if args.compile is None:
+        args.compile = not args.tiny
     if args.tiny:
         # the tiny model's matrices gain nothing from intra-op threads, and on a shared CPU their spinning
         # costs several times the work itself (50 s -> 13 s for the smoke test on a loaded 2-core machine)
@@ -165,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
         for checkpointing in (False, True):
             policy = build_policy(Path(tmp), args.tiny, device, checkpointing)
             key = "gradient_checkpointing" if checkpointing else "no_checkpointing"
-            results["runs"][key] = measure(policy, args, Path(tmp) / key, device)
+            results["runs"][key] = measure(policy, args, Path(tmp) / key, device, decodings=not checkpointing)
             print(key, {k: round(v, 3) if isinstance(v, float) else v for k, v in results["runs"][key].items()})
             del policy
             if device == "cuda":

@@ -141,7 +141,8 @@ OPTIONS: dict[type, dict[str, Flag | None]] = {
                "unnorm_key": Flag("unnorm-key"), "lora_r": Flag("lora-r"), "lora_alpha": Flag("lora-alpha"),
                "gradient_checkpointing": Flag("gradient-checkpointing"),
                "micro_batch_size": Flag("micro-batch-size"), "image_size": Flag("image-size"),
-               "recompute_old_log_probs": Flag("recompute-old-log-probs")},
+               "recompute_old_log_probs": Flag("recompute-old-log-probs"), "static_cache": Flag("static-cache"),
+               "compile_decoding": Flag("compile-decoding")},
 }
 """The user options: for each config class, its option fields and their flags (``None``: a part)."""
 

@@ -143,6 +143,11 @@ class HFConfig:
     recompute_old_log_probs: bool = False
     """Recompute the sampled tokens' log-probs with the update's forward, so that the importance ratio is
     exactly 1 at the first update (one more forward per step)."""
+    static_cache: bool = False
+    """Decode the action tokens on a preallocated KV cache with fixed shapes (same tokens as the dynamic cache)."""
+    compile_decoding: bool = False
+    """Also compile the decoding step with torch.compile (CUDA graphs on a GPU; implies --static-cache); the
+    first action of each batch size compiles."""
 
     def __post_init__(self) -> None:
         for name in ("lora_r", "lora_alpha", "micro_batch_size"):
@@ -165,4 +170,5 @@ class HFConfig:
         return {"device": device, "dtype": self.dtype, "trust_remote_code": self.trust_remote_code,
                 "unnorm_key": self.unnorm_key, "lora_r": self.lora_r, "lora_alpha": self.lora_alpha,
                 "gradient_checkpointing": checkpointing, "micro_batch_size": self.micro_batch_size,
-                "recompute_old_log_probs": self.recompute_old_log_probs}
+                "recompute_old_log_probs": self.recompute_old_log_probs, "static_cache": self.static_cache,
+                "compile_decoding": self.compile_decoding}

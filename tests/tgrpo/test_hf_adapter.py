@@ -68,6 +68,31 @@ def test_sampled_tokens_are_valid_and_log_probs_match_recomputation(policy, use_
     assert not torch.allclose(lp_hot, lp)
 
 
+def test_static_cache_decodes_as_the_dynamic_cache(model_dir, policy):
+    """LLaVA layout (image tokens in the text): the static KV cache gives the dynamic cache's greedy tokens on rows
+    of unequal prompt lengths, and its sampled tokens and log-probs under one seed."""
+    import inspect
+
+    import transformers
+
+    obs = random_obs(4, size=48, seed=3)
+    forward = type(policy.model.get_base_model()).forward
+    if transformers.__version__.startswith("4.") and "cache_position" not in inspect.signature(forward).parameters:
+        # LLaVA of transformers 4.40 cannot place a step in a static cache: refused when the policy is built
+        with pytest.raises(ValueError, match="takes no cache_position"):
+            HFVLAPolicy.from_pretrained(model_dir, dtype="float32", static_cache=True)
+        return
+    static = HFVLAPolicy.from_pretrained(model_dir, dtype="float32", lora=LoRASettings(r=4, alpha=8), static_cache=True)
+    static.load_state_dict(policy.state_dict())
+    results = []
+    for pol in (policy, static):
+        greedy = pol.sample(obs, MIXED, temperature=0.0)
+        torch.manual_seed(5)
+        results.append([*greedy, *pol.sample(obs, [MIXED[0]] * 4, temperature=1.0)])
+    for got, want in zip(results[1], results[0]):
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
 def test_first_token_log_prob_is_the_softmax_over_the_last_256_ids(policy):
     """Independent check of the restriction and of OpenVLA's id order (token k = id V - 1 - k)."""
     from PIL import Image

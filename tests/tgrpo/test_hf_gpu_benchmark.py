@@ -26,4 +26,6 @@ def test_hf_gpu_tiny_smoke(tmp_path):
     for row in res["runs"].values():
         assert all(row[k] > 0 for k in ("sample_ms", "log_probs_ms", "ref_log_probs_ms", "update_ms",
                                          "tgrpo_iteration_s"))
+    assert res["runs"]["no_checkpointing"]["sample_static_ms"] > 0  # the static KV cache, timed beside
+    assert "sample_compiled_ms" not in res["runs"]["no_checkpointing"]  # compiling on a CPU: only with --compile
     assert res["device"] == "cpu" and "versions" in res

@@ -66,7 +66,8 @@ def test_loads_only_with_remote_code_and_gets_the_openvla_preset(model_dir, poli
         HFVLAPolicy.from_pretrained(model_dir, dtype="float32", unnorm_key="libero_object")
     base = policy.model.get_base_model()
     assert base.config.model_type == "openvla"
-    assert policy.extra_prompt_ids == (EMPTY,) and policy.mirror_images and not policy.use_cache
+    assert policy.extra_prompt_ids == (EMPTY,) and policy.mirror_images
+    assert policy.use_cache and policy.decoder_attr == "language_model"
     assert policy.vocab_size == 32000 and base.get_output_embeddings().out_features == 32064
     tok = policy.processor.tokenizer
     assert tok.convert_ids_to_tokens(EMPTY) == "▁" and tok.bos_token_id == BOS
@@ -158,6 +159,64 @@ def test_log_probs_and_greedy_actions_match_openvla_style_single_row_decoding(po
                 torch.testing.assert_close(lp[r].detach(), expected, atol=1e-5, rtol=1e-5)
             else:
                 assert (logits.argmax(-1) + v - 256).tolist() == action_ids[0].tolist()
+
+
+def test_cached_batched_sampling_matches_full_forwards_despite_the_batch_1_cached_step(policy):
+    """OpenVLA's forward takes a cached decoding step at batch size 1 only (the tiny model refuses more, as
+    OpenVLA asserts); the preset decodes the whole batch through ``language_model`` with the cache, and gets the
+    tokens and log-probs of decoding without a cache (7 full forwards)."""
+    obs = random_obs(4, size=32, seed=7)
+    rows = [MIXED[0], MIXED[1], MIXED[0], MIXED[2]]
+    ids = torch.tensor([[3, 4, 5], [6, 7, 8]])
+    with torch.no_grad(), pytest.raises(ValueError, match="batch size 1"):
+        out = policy.model(input_ids=ids, use_cache=True)
+        policy.model(input_ids=ids[:, :1], past_key_values=out.past_key_values, use_cache=True)
+    results = {}
+    try:
+        for use_cache in (True, False):
+            policy.use_cache = use_cache
+            greedy, greedy_lp = policy.sample(obs, rows, temperature=0.0)
+            torch.manual_seed(3)  # one prompt length: one decoding group either way, the same random draws
+            sampled, sampled_lp = policy.sample(obs, [MIXED[0]] * 4, temperature=1.0)
+            results[use_cache] = (greedy, greedy_lp, sampled, sampled_lp)
+    finally:
+        policy.use_cache = True
+    for cached, full in zip(results[True], results[False]):
+        torch.testing.assert_close(cached, full, atol=1e-5, rtol=1e-5)
+    lp, _ = policy.log_probs(obs, [MIXED[0]] * 4, results[True][2])
+    torch.testing.assert_close(lp.detach(), results[True][3], atol=1e-5, rtol=1e-5)
+
+
+def test_static_cache_and_compiled_decoding_give_the_dynamic_cache_tokens_and_log_probs(model_dir, policy):
+    """The static KV cache (and its compiled step) decodes exactly what the dynamic cache does: greedy tokens on
+    rows of three prompt lengths, sampled tokens under one seed, their log-probs; twice in a row (the cache is
+    reset and reused), then at another batch size (a new cache)."""
+    obs = random_obs(4, size=32, seed=11)
+    rows = [MIXED[0], MIXED[1], MIXED[0], MIXED[2]]
+
+    def decode(pol):
+        first = pol.sample(obs, rows, temperature=0.0)
+        again = pol.sample(obs, rows, temperature=0.0)
+        torch.manual_seed(4)
+        sampled = pol.sample(obs, [MIXED[1]] * 4, temperature=1.0)
+        smaller = pol.sample({k: v[:2] for k, v in obs.items()}, rows[:2], temperature=0.0)
+        return [*first, *again, *sampled, *smaller]
+
+    expected = decode(policy)
+    for compile_decoding in (False, True):
+        other = HFVLAPolicy.from_pretrained(
+            model_dir, trust_remote_code=True, dtype="float32", unnorm_key="libero_object",
+            static_cache=True, compile_decoding=compile_decoding,
+        )
+        other.load_state_dict(policy.state_dict())
+        assert other.static_cache and other.compile_decoding == compile_decoding
+        for got, want in zip(decode(other), expected):
+            torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="use_cache=False"):
+        HFVLAPolicy.from_pretrained(
+            model_dir, trust_remote_code=True, dtype="float32", unnorm_key="libero_object", use_cache=False,
+            static_cache=True,
+        )
 
 
 def test_unnorm_key_selects_its_norm_stats_entry(model_dir, policy):

@@ -117,6 +117,8 @@ class TinyOpenVLAForActionPrediction(PreTrainedModel):
         if inputs_embeds is not None:
             raise ValueError("pass input_ids; inputs_embeds are not supported.")
         use_cache = bool(use_cache) and not self.training
+        if past_key_values is not None and input_ids is not None and input_ids.shape[1] == 1 and input_ids.shape[0] != 1:
+            raise ValueError("cached generation is only supported for batch size 1 (as OpenVLA's forward asserts).")
         if pixel_values is None or past_key_values is not None:  # text only, or a cached decoding step
             out = self.language_model(
                 input_ids=input_ids, attention_mask=attention_mask, past_key_values=past_key_values,
