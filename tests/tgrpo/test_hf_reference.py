@@ -175,25 +175,3 @@ def test_first_ratio_is_exactly_one_with_recomputed_old_log_probs(tmp_path, mode
     assert row["losses/optimizer_steps"] == 3 and len(ratios) == 3
     assert ratios[0].shape == (2, 7) and bool(torch.all(ratios[0] == 1.0))
 
-
-def test_static_decoding_flags_reach_the_policy_through_the_command_line(model_dir):
-    """``--static-cache`` / ``--compile-decoding`` set HFConfig, its policy keyword arguments and the built policy;
-    they are not part of a run's identity (the decoded tokens are the dynamic cache's)."""
-    from libero_tgrpo.cli import parse
-    from libero_tgrpo.policies import build_policy
-    from libero_tgrpo.rundir import NOT_IDENTITY
-
-    cfg = parse(["train", "--policy", str(model_dir), "--static-cache", "--device", "cpu", "--dtype", "float32"])[1]
-    cfg = cfg.options
-    assert cfg.hf.static_cache and not cfg.hf.compile_decoding
-    kwargs = cfg.hf.policy_kwargs()
-    assert kwargs["static_cache"] is True and kwargs["compile_decoding"] is False
-    policy, spec = build_policy(str(model_dir), None, **kwargs)
-    assert policy.static_cache and not policy.compile_decoding and spec["static_cache"] is True
-    assert parse(["train", "--compile-decoding"])[1].options.hf.compile_decoding
-    assert {"hf.static_cache", "hf.compile_decoding"} <= NOT_IDENTITY
-    policy.set_decoding()
-    assert not policy.static_cache
-    with pytest.raises(ValueError, match="use_cache=False"):
-        policy.use_cache = False
-        policy.set_decoding(compile_decoding=True)
