@@ -1,10 +1,12 @@
-"""Shared helpers of the benchmark scripts: where results go, stamped with the machine and versions."""
+"""Shared helpers of the benchmark scripts: where results go, stamped with the machine and versions; the in-order
+runner of resumable plans; :class:`SFTSetting`, the SFT regimes of the tuning sweep and the paper table."""
 
 from __future__ import annotations
 
 import time
 import traceback
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -70,3 +72,48 @@ def run_in_order(
             continue
         record(unit, payload, None)
     return ran
+
+
+@dataclass(frozen=True)
+class SFTSetting:
+    """One point of the SFT regime study: how much the SFT policy is trained (demonstrations, epochs, widths)."""
+
+    num_demos: int
+    epochs: int
+    hidden: tuple[int, ...]
+    demo_until: str = "is_placed"  # where the expert's episodes end (DemoConfig.until)
+
+    @classmethod
+    def main_job(cls) -> SFTSetting:
+        """The main job's SFT (``libero_tgrpo.PipelineConfig`` defaults): the weak regime."""
+        from libero_tgrpo.config import PipelineConfig
+
+        cfg = PipelineConfig()
+        return cls(cfg.demos.num_demos, cfg.sft.epochs, tuple(cfg.hidden), cfg.demos.until)
+
+    @classmethod
+    def of(cls, record: dict[str, Any]) -> SFTSetting:
+        """The setting of its ``asdict`` form (a unit's ``sft_setting``)."""
+        return cls(int(record["num_demos"]), int(record["epochs"]), tuple(int(h) for h in record["hidden"]),
+                   record.get("demo_until", "is_placed"))
+
+    @property
+    def key(self) -> str:
+        """``d100_e300_h128x128``; ``_u-success`` appended for demonstrations that end at LIBERO's success."""
+        end = "" if self.demo_until == "is_placed" else "_u-" + self.demo_until.removeprefix("is_")
+        return f"d{self.num_demos}_e{self.epochs}_h{'x'.join(map(str, self.hidden))}{end}"
+
+    @property
+    def size(self) -> tuple[int, int, int]:
+        """What "smallest" means in :func:`choose_sft_setting`: demonstrations, then epochs, then hidden units."""
+        return self.num_demos, self.epochs, sum(self.hidden)
+
+    def describe(self) -> str:
+        """``100 demonstrations, 300 epochs, hidden 128x128`` (and ``, demonstrations until LIBERO's success``)."""
+        end = "" if self.demo_until == "is_placed" else ", demonstrations until LIBERO's success"
+        return f"{self.num_demos} demonstrations, {self.epochs} epochs, hidden {'x'.join(map(str, self.hidden))}{end}"
+
+    def overrides(self) -> dict[str, Any]:
+        """``PipelineConfig.replace`` changes of the setting."""
+        return {"demos.num_demos": self.num_demos, "sft.epochs": self.epochs, "hidden": tuple(self.hidden),
+                "demos.until": self.demo_until}

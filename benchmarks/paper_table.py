@@ -59,8 +59,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks._common import parse_ints, run_in_order
-from benchmarks.tuning_sweep import SFTSetting
+from benchmarks._common import SFTSetting, parse_ints, run_in_order
 from libero_tgrpo.config import METHOD_LABELS
 from libero_tgrpo.files import write_json, write_text
 from libero_tgrpo.paper import PAPER_PPO_AVERAGE, PAPER_TABLE1

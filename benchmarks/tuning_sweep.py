@@ -63,7 +63,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks._common import parse_ints, run_in_order
+from benchmarks._common import SFTSetting, parse_ints, run_in_order
 from libero_tgrpo.files import write_json, write_text
 
 DEFAULT_OUT = "outputs/tuning_sweep"
@@ -83,46 +83,6 @@ STUDIES = ("rl", "sft")
 """What ``run`` plans: RL settings from the main job's SFT policy (``rl``), or the SFT regime study (``sft``)."""
 DEFAULT_TASKS = {"rl": "4", "sft": "2,4,10"}
 """``--tasks`` of each study when not given: the main job's task; the paper-level regime's tasks."""
-
-
-@dataclass(frozen=True)
-class SFTSetting:
-    """One point of the SFT regime study: how much the SFT policy is trained (demonstrations, epochs, widths)."""
-
-    num_demos: int
-    epochs: int
-    hidden: tuple[int, ...]
-
-    @classmethod
-    def main_job(cls) -> SFTSetting:
-        """The main job's SFT (``libero_tgrpo.PipelineConfig`` defaults): the weak regime."""
-        from libero_tgrpo.config import PipelineConfig
-
-        cfg = PipelineConfig()
-        return cls(cfg.demos.num_demos, cfg.sft.epochs, tuple(cfg.hidden))
-
-    @classmethod
-    def of(cls, record: dict[str, Any]) -> SFTSetting:
-        """The setting of its ``asdict`` form (a unit's ``sft_setting``)."""
-        return cls(int(record["num_demos"]), int(record["epochs"]), tuple(int(h) for h in record["hidden"]))
-
-    @property
-    def key(self) -> str:
-        """``d100_e300_h128x128``."""
-        return f"d{self.num_demos}_e{self.epochs}_h{'x'.join(map(str, self.hidden))}"
-
-    @property
-    def size(self) -> tuple[int, int, int]:
-        """What "smallest" means in :func:`choose_sft_setting`: demonstrations, then epochs, then hidden units."""
-        return self.num_demos, self.epochs, sum(self.hidden)
-
-    def describe(self) -> str:
-        """``100 demonstrations, 300 epochs, hidden 128x128``."""
-        return f"{self.num_demos} demonstrations, {self.epochs} epochs, hidden {'x'.join(map(str, self.hidden))}"
-
-    def overrides(self) -> dict[str, Any]:
-        """``PipelineConfig.replace`` changes of the setting."""
-        return {"demos.num_demos": self.num_demos, "sft.epochs": self.epochs, "hidden": tuple(self.hidden)}
 
 
 @dataclass(frozen=True)
@@ -211,9 +171,10 @@ def plan(tasks: list[int], seeds: list[int], settings: list[Setting]) -> list[Un
     return [Unit(task, seed, s) for seed in seeds for task in tasks for s in [None, *settings]]
 
 
-def sft_grid(num_demos: list[int], epochs: list[int], hidden: list[tuple[int, ...]]) -> list[SFTSetting]:
+def sft_grid(num_demos: list[int], epochs: list[int], hidden: list[tuple[int, ...]],
+             until: tuple[str, ...] = ("is_placed",)) -> list[SFTSetting]:
     """Every combination of the SFT study's lists, in order."""
-    return [SFTSetting(d, e, tuple(h)) for d, e, h in itertools.product(num_demos, epochs, hidden)]
+    return [SFTSetting(d, e, tuple(h), u) for d, e, h, u in itertools.product(num_demos, epochs, hidden, until)]
 
 
 def sft_plan(tasks: list[int], seeds: list[int], settings: list[SFTSetting]) -> list[Unit]:
@@ -390,8 +351,11 @@ def _plan_from(args: argparse.Namespace) -> tuple[list[Unit], UnitSize]:
     if size.eval_placements < 1 or size.eval_envs < 1:
         raise SystemExit(f"--eval-placements {size.eval_placements} and --eval-envs {size.eval_envs} must be >= 1")
     if args.study == "sft":
+        until = tuple(u.strip() for u in args.demo_until.split(",") if u.strip())
+        if not until or set(until) - {"is_placed", "is_success"}:
+            raise SystemExit(f"--demo-until {args.demo_until!r} is not accepted: is_placed and/or is_success")
         grid = sft_grid(_positive_ints(args.num_demos, "--num-demos"), _positive_ints(args.sft_epochs, "--sft-epochs"),
-                        _hidden_list(args.hidden))
+                        _hidden_list(args.hidden), until)
         units = sft_plan(tasks, parse_ints(args.seeds), grid)
         for u in units:  # every config of the plan is built (and so checked) before any work starts
             _config(u, size, Path(args.out_dir))
@@ -566,7 +530,8 @@ def _section_sft_study(rows: list[dict[str, Any]], choice: dict[str, Any] | None
 
     lines = ["", "## SFT regime study: SFT settings scored on training placements", "",
              f"SFT only (no RL), greedy on the same {n_place} held-out training placements, mean ± std over seeds. "
-             "Setting `dD_eE_hH`: D demonstrations, E epochs, hidden widths H.", "",
+             "Setting `dD_eE_hH`: D demonstrations, E epochs, hidden widths H (`_u-success`: demonstrations that end at "
+             "LIBERO's success, before the release).", "",
              "| task | setting | seeds | LIBERO success % | placed % | SFT time (s) |", "|---|---|---|---|---|---|"]
     for r in rows:
         t = "-" if r["sft_seconds"] is None else f"{r['sft_seconds']:.0f}"
@@ -728,6 +693,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--sft-epochs", default="100,300", help="SFT study: epochs (default: %(default)s)")
         p.add_argument("--hidden", default="128x128",
                        help="SFT study: hidden widths, settings by commas, widths by x (default: %(default)s)")
+        p.add_argument("--demo-until", default="is_placed",
+                       help="SFT study: where the demonstrations end, is_placed and/or is_success (default: %(default)s)")
         p.add_argument("--iterations", type=int, default=None, help="RL iterations (default: the main job's)")
         p.add_argument("--num-envs", type=int, default=None, help="group size M (default: the main job's)")
         p.add_argument("--eval-placements", type=int, default=30,

@@ -98,6 +98,7 @@ def _cmd_demos(args: DemosCommand) -> int:
         obs_mode=args.obs_mode,
         cache_dir=cache_dir,
         workers=d.workers,
+        terminate_on=d.until,
         progress=cfg.progress,
         log=say,
     )

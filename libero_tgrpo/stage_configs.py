@@ -47,8 +47,13 @@ class DemoConfig:
     """Use this demonstrations file (.npz) instead of the cache."""
     workers: int = 2
     """Worker processes that generate demonstrations."""
+    until: Literal["is_placed", "is_success"] = "is_placed"
+    """Where an expert episode ends: is_placed (the object released in the undisturbed basket, so the
+    demonstrations show the release) or is_success (LIBERO's predicate, before the release)."""
 
     def __post_init__(self) -> None:
+        require(self.until in ("is_placed", "is_success"),
+                f"until={self.until!r} is not accepted: choose is_placed or is_success (--demo-until).")
         require(is_int(self.num_demos) and self.num_demos >= 1,
                 f"num_demos={self.num_demos!r} is not accepted: give an int >= 1 (--num-demos).")
         require(isinstance(self.demo_noise, (int, float)) and 0 <= self.demo_noise < float("inf"),

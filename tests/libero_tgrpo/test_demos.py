@@ -127,3 +127,23 @@ def test_bad_arguments():
         generate_demos(4, 1, noise=-1)
     with pytest.raises(ValueError, match="1-10"):
         generate_demos(11, 1)
+
+
+def test_demo_until_chooses_where_the_expert_episodes_end(tmp_path):
+    """--demo-until is_success: the pipeline's demonstrations end at LIBERO's success, before the release that
+    the default (is_placed) episodes go on to; each set is cached under its own name."""
+    from libero_tgrpo.cli import parse
+    from libero_tgrpo.stages import run_demos
+
+    cfg = parse(["run", "--num-demos", "1", "--demo-until", "is_success", "--demo-cache", str(tmp_path),
+                 "--workers", "1", "--quiet"])[1].options
+    assert cfg.demos.until == "is_success"
+    short, short_path = run_demos(cfg, say=lambda _: None)
+    long, long_path = run_demos(cfg.replace(**{"demos.until": "is_placed"}), say=lambda _: None)
+    assert short_path != long_path and "_until-is_placed" in long_path.name and "_until" not in short_path.name
+    assert short.meta["terminate_on"] == "is_success" and long.meta["terminate_on"] == "is_placed"
+    # the same expert from the same placement: the placed episode is the success episode plus the release
+    assert long.num_steps > short.num_steps
+    np.testing.assert_array_equal(long.actions[: short.num_steps], short.actions)
+    with pytest.raises(SystemExit):
+        parse(["run", "--demo-until", "is_done"])

@@ -197,6 +197,20 @@ def test_sft_study_choice_needs_every_task_of_the_study():
     assert ts.choose_sft_setting([], 85.0) is None
 
 
+def test_the_demonstrations_end_is_a_dimension_of_the_sft_study(tmp_path):
+    """--demo-until is_placed,is_success doubles the grid; the is_success settings get their own key and config."""
+    grid = ts.sft_grid([20], [100], [(128, 128)], ("is_placed", "is_success"))
+    assert [g.key for g in grid] == ["d20_e100_h128x128", "d20_e100_h128x128_u-success"]
+    assert grid[0] == ts.SFTSetting.main_job()  # the weak regime is the is_placed setting (the default)
+    assert grid[1].overrides()["demos.until"] == "is_success" and "LIBERO's success" in grid[1].describe()
+    assert ts.SFTSetting.of({"num_demos": 20, "epochs": 100, "hidden": [128, 128]}) == grid[0]  # older units
+    units, _ = ts._plan_from(ts.build_parser().parse_args(_args(
+        tmp_path, "--study", "sft", "--num-demos", "20", "--sft-epochs", "100", "--demo-until", "is_placed,is_success")))
+    assert len(units) == 2 * 3 * 3  # 2 settings x the default study's 3 tasks x 3 seeds
+    with pytest.raises(SystemExit, match="--demo-until 'is_done'"):
+        ts.main(_args(tmp_path, "--study", "sft", "--demo-until", "is_done"))
+
+
 def test_bad_sft_study_values_fail_before_any_unit(tmp_path, monkeypatch):
     monkeypatch.setattr(ts, "run_unit", lambda *a: pytest.fail("a unit ran"))
     with pytest.raises(SystemExit, match="--num-demos '0,20'"):
@@ -213,7 +227,8 @@ def test_a_tiny_real_sft_study_unit(tmp_path, monkeypatch, demo_cache):
     unit = ts.Unit(4, 0, sft=ts.SFTSetting(3, 2, (16,)))
     rec = ts.run_unit(tmp_path / "sweep", unit, ts.UnitSize(eval_placements=2, eval_envs=1, quiet=True))
     assert rec["setting_key"] == "sft_d3_e2_h16" and rec["sft_setting"] == {"num_demos": 3, "epochs": 2,
-                                                                            "hidden": (16,)}
+                                                                            "hidden": (16,), "demo_until": "is_placed"}
+    assert rec["config"]["demos"]["until"] == "is_placed"
     assert rec["placement_seeds"] == ts.heldout_placements(2) and "train" not in rec
     assert rec["config"]["demos"]["num_demos"] == 3 and rec["config"]["hidden"] == [16]
     assert (unit.sft_dir(tmp_path / "sweep") / "policy.pt").is_file() and "sft" in rec["timings_s"]
