@@ -20,7 +20,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from libero_tgrpo.demo_expert import EPISODE_SEED_STRIDE, MAX_ATTEMPTS_FACTOR, expert_version, generate_demos
+from libero_tgrpo.demo_expert import (
+    DEMO_UNTIL,
+    EPISODE_SEED_STRIDE,
+    MAX_ATTEMPTS_FACTOR,
+    expert_version,
+    generate_demos,
+)
 from libero_tgrpo.demo_set import DEMO_FORMAT_VERSION, DemoFormatError, DemoSet, load_demos, save_demos
 
 __all__ = [
@@ -123,7 +129,7 @@ def demos_cache_path(
     seed: int,
     noise: float = 0.0,
     obs_mode: str = "state",
-    terminate_on: str = "is_placed",
+    terminate_on: str = DEMO_UNTIL,
 ) -> Path:
     """Cache file of a demonstration set: one name per (task, n, seed, noise, obs_mode, episode end, expert
     version)."""
@@ -143,7 +149,7 @@ def get_demos(
     obs_mode: str = "state",
     cache_dir: str | os.PathLike = "outputs/demos",
     workers: int = 2,
-    terminate_on: str = "is_placed",
+    terminate_on: str = DEMO_UNTIL,
     progress: bool = True,
     log: Callable[[str], None] | None = None,
 ) -> tuple[DemoSet, Path, bool]:

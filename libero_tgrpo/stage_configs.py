@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from libero_gym import MAX_EPISODE_STEPS, NUM_INIT_STATES
+from libero_tgrpo.demo_expert import DEMO_UNTIL
 from libero_tgrpo.parsing import parse_states
 from tgrpo.config import ConfigError
 
@@ -47,9 +48,10 @@ class DemoConfig:
     """Use this demonstrations file (.npz) instead of the cache."""
     workers: int = 2
     """Worker processes that generate demonstrations."""
-    until: Literal["is_placed", "is_success"] = "is_placed"
-    """Where an expert episode ends: is_placed (the object released in the undisturbed basket, so the
-    demonstrations show the release) or is_success (LIBERO's predicate, before the release)."""
+    until: Literal["is_placed", "is_success"] = DEMO_UNTIL  # type: ignore[assignment]
+    """Where an expert episode ends: is_success (LIBERO's predicate, before the release; the default, chosen on
+    held-out placements) or is_placed (the object released in the undisturbed basket, so the demonstrations show
+    the release)."""
 
     def __post_init__(self) -> None:
         require(self.until in ("is_placed", "is_success"),

@@ -130,8 +130,11 @@ def test_bad_arguments():
 
 
 def test_demo_until_chooses_where_the_expert_episodes_end(tmp_path):
-    """--demo-until is_success: the pipeline's demonstrations end at LIBERO's success, before the release that
-    the default (is_placed) episodes go on to; each set is cached under its own name."""
+    """--demo-until is_success (the default): the pipeline's demonstrations end at LIBERO's success, before the
+    release that is_placed episodes go on to; each set is cached under its own name."""
+    from libero_tgrpo.config import PipelineConfig
+
+    assert PipelineConfig().demos.until == "is_success"
     from libero_tgrpo.cli import parse
     from libero_tgrpo.stages import run_demos
 

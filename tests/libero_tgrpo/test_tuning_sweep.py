@@ -201,7 +201,7 @@ def test_the_demonstrations_end_is_a_dimension_of_the_sft_study(tmp_path):
     """--demo-until is_placed,is_success doubles the grid; the is_success settings get their own key and config."""
     grid = ts.sft_grid([20], [100], [(128, 128)], ("is_placed", "is_success"))
     assert [g.key for g in grid] == ["d20_e100_h128x128", "d20_e100_h128x128_u-success"]
-    assert grid[0] == ts.SFTSetting.main_job()  # the weak regime is the is_placed setting (the default)
+    assert grid[1] == ts.SFTSetting.main_job()  # the weak regime: demonstrations until LIBERO's success (default)
     assert grid[1].overrides()["demos.until"] == "is_success" and "LIBERO's success" in grid[1].describe()
     assert ts.SFTSetting.of({"num_demos": 20, "epochs": 100, "hidden": [128, 128]}) == grid[0]  # older units
     units, _ = ts._plan_from(ts.build_parser().parse_args(_args(

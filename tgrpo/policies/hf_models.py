@@ -304,6 +304,7 @@ def image_token_of(processor: Any, text_tokenizer: Any, config: Any) -> str | No
                 return found
     return None
 
+
 def load_model_and_processor(
     path: str | os.PathLike,
     *,
