@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from libero_tgrpo import files
+from libero_tgrpo.demo_expert import DEMO_UNTIL
 from libero_tgrpo.versions import machine, now, versions
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -81,7 +82,9 @@ class SFTSetting:
     num_demos: int
     epochs: int
     hidden: tuple[int, ...]
-    demo_until: str = "is_placed"  # where the expert's episodes end (DemoConfig.until)
+    demo_until: str = DEMO_UNTIL
+    """Where the expert's episodes end (``DemoConfig.until``); units written before it existed read as
+    ``"is_placed"``, the default of their time (:meth:`of`)."""
 
     @classmethod
     def main_job(cls) -> SFTSetting:

@@ -260,8 +260,7 @@ def run_cell(out_dir: Path, cell: Cell, overrides: dict[str, Any]) -> dict[str, 
         t1 = time.perf_counter()
         result = run_train(cfg, policy, spec, run_dir / method)
         timings["train"] = time.perf_counter() - t1
-        policy = result.policy
-        hist = result.history
+        policy, hist = result.policy, result.history
         extra["train"] = {
             "iterations": len(hist),
             "env_steps": hist[-1].get("charts/env_steps") if hist else None,
@@ -277,7 +276,8 @@ def run_cell(out_dir: Path, cell: Cell, overrides: dict[str, Any]) -> dict[str, 
         "method": method,
         "seed": seed,
         "regime": cell.regime,
-        "sft_setting": {"num_demos": cfg.demos.num_demos, "epochs": cfg.sft.epochs, "hidden": list(cfg.hidden)},
+        "sft_setting": {"num_demos": cfg.demos.num_demos, "epochs": cfg.sft.epochs, "hidden": list(cfg.hidden),
+                        "demo_until": cfg.demos.until},
         "success_rate": res["summary"]["success_rate"],
         "placed_rate": res["summary"].get("placed_rate"),
         "summary": res["summary"],
@@ -959,7 +959,8 @@ def summarize(out_dir: Path, results_dir: Path = RESULTS) -> dict[str, Any] | No
     write_text(results_dir / "paper_table.csv", _csv(t))
     write_text(results_dir / "paper_table.md", "\n".join(lines))
     payload = {"regimes": {r: {"sft_setting": {"num_demos": regime_sft(r).num_demos, "epochs": regime_sft(r).epochs,
-                                               "hidden": list(regime_sft(r).hidden)},
+                                               "hidden": list(regime_sft(r).hidden),
+                                               "demo_until": regime_sft(r).demo_until},
                                "provisional": r == "paper" and PAPER_SFT_PROVISIONAL} for r in REGIMES},
                "aggregate": {r: {m: {meth: {str(task): s for task, s in v.items()} for meth, v in t.agg[r][m].items()}
                                  for m in METRICS} for r in t.regimes},

@@ -64,6 +64,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks._common import SFTSetting, parse_ints, run_in_order
+from libero_tgrpo.demo_expert import DEMO_UNTIL
 from libero_tgrpo.files import write_json, write_text
 
 DEFAULT_OUT = "outputs/tuning_sweep"
@@ -172,7 +173,7 @@ def plan(tasks: list[int], seeds: list[int], settings: list[Setting]) -> list[Un
 
 
 def sft_grid(num_demos: list[int], epochs: list[int], hidden: list[tuple[int, ...]],
-             until: tuple[str, ...] = ("is_placed",)) -> list[SFTSetting]:
+             until: tuple[str, ...] = (DEMO_UNTIL,)) -> list[SFTSetting]:
     """Every combination of the SFT study's lists, in order."""
     return [SFTSetting(d, e, tuple(h), u) for d, e, h, u in itertools.product(num_demos, epochs, hidden, until)]
 
@@ -552,7 +553,8 @@ def _section_sft_study(rows: list[dict[str, Any]], choice: dict[str, Any] | None
         lines += ["", rule, f"Chosen: **{choice['setting']}** ({st.describe()}): LIBERO success "
                   f"{choice['success_mean']:.1f}%, placed {choice['placed_mean']:.1f}%. The paper table's paper-level "
                   f"regime takes it as `benchmarks.paper_table.PAPER_SFT = SFTSetting(num_demos={st.num_demos}, "
-                  f"epochs={st.epochs}, hidden={st.hidden})`."]
+                  f"epochs={st.epochs}, hidden={st.hidden}"
+                  + ("" if st.demo_until == DEMO_UNTIL else f", demo_until={st.demo_until!r}") + ")`."]
     else:
         best = choice.get("best")
         lines += ["", rule, "No setting reaches it" + ("" if best is None else
@@ -693,7 +695,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--sft-epochs", default="100,300", help="SFT study: epochs (default: %(default)s)")
         p.add_argument("--hidden", default="128x128",
                        help="SFT study: hidden widths, settings by commas, widths by x (default: %(default)s)")
-        p.add_argument("--demo-until", default="is_placed",
+        p.add_argument("--demo-until", default=DEMO_UNTIL,
                        help="SFT study: where the demonstrations end, is_placed and/or is_success (default: %(default)s)")
         p.add_argument("--iterations", type=int, default=None, help="RL iterations (default: the main job's)")
         p.add_argument("--num-envs", type=int, default=None, help="group size M (default: the main job's)")

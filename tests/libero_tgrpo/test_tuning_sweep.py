@@ -107,12 +107,12 @@ def test_sft_study_units_cross_demos_epochs_and_widths_and_reach_the_config(tmp_
     grid = ts.sft_grid([20, 100], [100, 300], [(128, 128), (256, 256)])
     units = ts.sft_plan([2, 4], [0], grid)
     assert len(units) == 16 and all(u.setting is None for u in units)
-    assert units[0].key == "task2_sft_d20_e100_h128x128_seed0"
-    assert units[-1].key == "task4_sft_d100_e300_h256x256_seed0"
+    assert units[0].key == "task2_sft_d20_e100_h128x128_u-success_seed0"  # demonstrations until success
+    assert units[-1].key == "task4_sft_d100_e300_h256x256_u-success_seed0"
     big = ts.Unit(4, 1, sft=ts.SFTSetting(100, 300, (256, 256)))
     cfg = ts._config(big, ts.UnitSize(), tmp_path)
     assert (cfg.demos.num_demos, cfg.sft.epochs, cfg.hidden, cfg.seed) == (100, 300, (256, 256), 1)
-    assert big.sft_dir(tmp_path) == tmp_path / "sft" / "task4_seed1_d100_e300_h256x256"
+    assert big.sft_dir(tmp_path) == tmp_path / "sft" / "task4_seed1_d100_e300_h256x256_u-success"
     # the main job's own SFT setting shares the SFT policy of the RL units (trained once)
     main = ts.Unit(4, 1, sft=ts.SFTSetting.main_job())
     assert main.sft_dir(tmp_path) == ts.Unit(4, 1).sft_dir(tmp_path) and main.key != ts.Unit(4, 1).key
@@ -148,7 +148,7 @@ def test_sft_study_runs_resumably_and_its_rule_picks_the_smallest_setting_reachi
 
     monkeypatch.setattr(ts, "run_unit", fake_run_unit)
     argv = _args(tmp_path, "--study", "sft", "--tasks", "2,4", "--seeds", "0-1", "--num-demos", "50,100,200",
-                 "--sft-epochs", "100,300", "--hidden", "128x128")
+                 "--sft-epochs", "100,300", "--hidden", "128x128", "--demo-until", "is_placed")
     # d50_e300 and d200_e300 are not in STUDY_SUCCESS: they fail, are recorded, and the study goes on
     assert ts.main(argv) == 0
     assert len(calls) == 24 and all("lr" not in c for c in calls)
@@ -172,7 +172,7 @@ def test_sft_study_runs_resumably_and_its_rule_picks_the_smallest_setting_reachi
     assert "## SFT regime study" in md and "## RL settings" not in md
     assert "| T4 | d100_e100_h128x128 | 2 | 82.0 ± 1.4 | 72.0 ± 1.4 | 10 |" in md
     assert "Chosen: **d100_e100_h128x128** (100 demonstrations, 100 epochs, hidden 128x128)" in md
-    assert "PAPER_SFT = SFTSetting(num_demos=100, epochs=100, hidden=(128, 128))" in md
+    assert "PAPER_SFT = SFTSetting(num_demos=100, epochs=100, hidden=(128, 128), demo_until='is_placed')" in md
 
     # the target is the summary's: a higher one picks a larger setting; one out of reach names the best
     ts.main(["summary", "--out-dir", str(tmp_path / "sweep"), "--results-dir", str(tmp_path / "r2"),
@@ -226,9 +226,9 @@ def test_a_tiny_real_sft_study_unit(tmp_path, monkeypatch, demo_cache):
     (tmp_path / "outputs" / "demos").symlink_to(demo_cache)
     unit = ts.Unit(4, 0, sft=ts.SFTSetting(3, 2, (16,)))
     rec = ts.run_unit(tmp_path / "sweep", unit, ts.UnitSize(eval_placements=2, eval_envs=1, quiet=True))
-    assert rec["setting_key"] == "sft_d3_e2_h16" and rec["sft_setting"] == {"num_demos": 3, "epochs": 2,
-                                                                            "hidden": (16,), "demo_until": "is_placed"}
-    assert rec["config"]["demos"]["until"] == "is_placed"
+    assert rec["setting_key"] == "sft_d3_e2_h16_u-success" and rec["sft_setting"] == {"num_demos": 3, "epochs": 2,
+                                                                            "hidden": (16,), "demo_until": "is_success"}
+    assert rec["config"]["demos"]["until"] == "is_success"
     assert rec["placement_seeds"] == ts.heldout_placements(2) and "train" not in rec
     assert rec["config"]["demos"]["num_demos"] == 3 and rec["config"]["hidden"] == [16]
     assert (unit.sft_dir(tmp_path / "sweep") / "policy.pt").is_file() and "sft" in rec["timings_s"]
