@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from libero_tgrpo import files
-from libero_tgrpo.demo_expert import DEMO_UNTIL
+from libero_tgrpo.stage_configs import DEMO_UNTIL
 from libero_tgrpo.versions import machine, now, versions
 
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -64,8 +64,9 @@ from typing import Any
 import numpy as np
 
 from benchmarks._common import SFTSetting, parse_ints, run_in_order
-from libero_tgrpo.demo_expert import DEMO_UNTIL
+from libero_gym import TERMINATION_KEYS
 from libero_tgrpo.files import write_json, write_text
+from libero_tgrpo.stage_configs import DEMO_UNTIL
 
 DEFAULT_OUT = "outputs/tuning_sweep"
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -341,6 +342,14 @@ def _positive_ints(text: str, flag: str) -> list[int]:
     return values
 
 
+def _choices(text: str, flag: str, accepted: tuple[str, ...]) -> list[str]:
+    """A comma-separated list of names, each one of ``accepted`` (``--schedules``, ``--demo-until``)."""
+    values = [v.strip() for v in text.split(",") if v.strip()]
+    if not values or set(values) - set(accepted):
+        raise SystemExit(f"{flag} {text!r} is not accepted: choose from {', '.join(accepted)}")
+    return values
+
+
 def _plan_from(args: argparse.Namespace) -> tuple[list[Unit], UnitSize]:
     from tgrpo.config import UPDATE_SCHEDULES
 
@@ -352,21 +361,14 @@ def _plan_from(args: argparse.Namespace) -> tuple[list[Unit], UnitSize]:
     if size.eval_placements < 1 or size.eval_envs < 1:
         raise SystemExit(f"--eval-placements {size.eval_placements} and --eval-envs {size.eval_envs} must be >= 1")
     if args.study == "sft":
-        until = tuple(u.strip() for u in args.demo_until.split(",") if u.strip())
-        if not until or set(until) - {"is_placed", "is_success"}:
-            raise SystemExit(f"--demo-until {args.demo_until!r} is not accepted: is_placed and/or is_success")
         grid = sft_grid(_positive_ints(args.num_demos, "--num-demos"), _positive_ints(args.sft_epochs, "--sft-epochs"),
-                        _hidden_list(args.hidden), until)
+                        _hidden_list(args.hidden), tuple(_choices(args.demo_until, "--demo-until", TERMINATION_KEYS)))
         units = sft_plan(tasks, parse_ints(args.seeds), grid)
         for u in units:  # every config of the plan is built (and so checked) before any work starts
             _config(u, size, Path(args.out_dir))
         return units, size
-    schedules = [s.strip() for s in args.schedules.split(",") if s.strip()]
-    bad = [s for s in schedules if s not in UPDATE_SCHEDULES]
-    if bad:
-        raise SystemExit(f"--schedules {bad} not accepted: choose from {', '.join(UPDATE_SCHEDULES)}")
-    settings = settings_grid(_floats(args.lrs), _floats(args.kl_betas), _floats(args.temperatures), schedules,
-                             _target_kls(args.target_kls))
+    settings = settings_grid(_floats(args.lrs), _floats(args.kl_betas), _floats(args.temperatures),
+                             _choices(args.schedules, "--schedules", UPDATE_SCHEDULES), _target_kls(args.target_kls))
     units = plan(tasks, parse_ints(args.seeds), settings)
     # every config of the plan is built (and so checked) before any work starts
     for u in units:

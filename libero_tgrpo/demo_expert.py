@@ -4,7 +4,7 @@ A demonstration set is the successful episodes of :class:`libero_gym.experts.Scr
 training placements (``env.reset(seed=s)`` without ``init_state``): never on the 50 benchmark states, which
 are kept for evaluation. By default an episode ends at LIBERO's success (``terminate_on=DEMO_UNTIL``,
 ``"is_success"``); ``terminate_on="is_placed"`` runs on until the object is released in an undisturbed basket,
-so that the demonstrations show the release too (see :data:`DEMO_UNTIL` for why that is not the default). Episode ``j`` of a set with seed ``seed`` resets with ``seed * 100_000 + j`` and
+so that the demonstrations show the release too (see :data:`libero_tgrpo.stage_configs.DEMO_UNTIL` for why that is not the default). Episode ``j`` of a set with seed ``seed`` resets with ``seed * 100_000 + j`` and
 its expert noise is seeded the same way, so a set depends only on ``(task, n, seed, noise, obs_mode)`` and
 the expert's code.
 
@@ -29,16 +29,8 @@ import numpy as np
 
 from libero_tgrpo.demo_set import DEMO_FORMAT_VERSION, DemoSet
 from libero_tgrpo.progress import progress_bar
+from libero_tgrpo.stage_configs import DEMO_UNTIL
 from libero_tgrpo.versions import versions
-
-DEMO_UNTIL = "is_success"
-"""Where the expert's episodes end by default (``DemoConfig.until``, ``--demo-until``): at LIBERO's success. Chosen
-by the SFT regime study on held-out training placements (``benchmarks/results/demo_until_study.md``): the main
-job's SFT (20 demonstrations, 100 epochs) on Tasks 2, 4 and 10 reached far higher held-out success from
-demonstrations that end at LIBERO's success than from ones that go on through the release (``"is_placed"``),
-whose release steps, labelled "open" right above the object, make the state policy close its gripper too high
-(Task2: 0% instead of 80-97%). RL still trains on episodes that end on placement, and learns the release there.
-"""
 
 __all__ = ["EPISODE_SEED_STRIDE", "MAX_ATTEMPTS_FACTOR", "expert_version", "generate_demos"]
 
@@ -62,7 +54,6 @@ def expert_version() -> str:
     for module in (experts, tasks):
         digest.update(inspect.getsource(module).encode())
     return f"{libero_gym.__version__}+{digest.hexdigest()[:10]}"
-
 
 
 # ---------------------------------------------------------------------------------------------- the worker pool

@@ -20,14 +20,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from libero_tgrpo.demo_expert import (
-    DEMO_UNTIL,
-    EPISODE_SEED_STRIDE,
-    MAX_ATTEMPTS_FACTOR,
-    expert_version,
-    generate_demos,
-)
+from libero_tgrpo.demo_expert import EPISODE_SEED_STRIDE, MAX_ATTEMPTS_FACTOR, expert_version, generate_demos
 from libero_tgrpo.demo_set import DEMO_FORMAT_VERSION, DemoFormatError, DemoSet, load_demos, save_demos
+from libero_tgrpo.stage_configs import DEMO_UNTIL
 
 __all__ = [
     "DEMO_FORMAT_VERSION",

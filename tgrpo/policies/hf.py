@@ -461,12 +461,11 @@ class HFVLAPolicy(nn.Module):
             ids = self.tokenizer.to_vocab_ids(tk, self.vocab_size)
             if static is not None:
                 last = static.step(ids, length)
-                length += 1
-                continue
+            else:
+                att = torch.ones((len(rows), length + 1), dtype=torch.long, device=ids.device)
+                out = self._decoder()(input_ids=ids[:, None], attention_mask=att, past_key_values=past, use_cache=True)
+                past, last = out.past_key_values, out.logits[:, -1]
             length += 1
-            att = torch.ones((len(rows), length), dtype=torch.long, device=ids.device)
-            out = self._decoder()(input_ids=ids[:, None], attention_mask=att, past_key_values=past, use_cache=True)
-            past, last = out.past_key_values, out.logits[:, -1]
         return torch.stack(out_tok, 1), torch.stack(out_lp, 1)
 
     def set_decoding(self, *, static_cache: bool = False, compile_decoding: bool = False) -> None:
