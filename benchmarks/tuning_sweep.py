@@ -46,8 +46,8 @@ over the study's tasks (each task the mean over seeds), reaches ``--sft-target``
 
 Default study plan: Tasks 2, 4 and 10 (the paper-level regime's tasks), seeds 0-2, demonstrations {20, 50,
 100, 200, 400} x epochs {100, 300} x hidden {128x128}: 30 units per seed. The demonstrations of a (task,
-number, seed) are cached and shared by every epochs/hidden setting; the main job's own setting reuses the SFT
-policy of the RL units.
+number, seed) are cached and shared by every epochs/hidden setting, the largest set first (the smaller are cut
+from it); the main job's own setting reuses the SFT policy of the RL units.
 """
 
 from __future__ import annotations
@@ -180,8 +180,10 @@ def sft_grid(num_demos: list[int], epochs: list[int], hidden: list[tuple[int, ..
 
 
 def sft_plan(tasks: list[int], seeds: list[int], settings: list[SFTSetting]) -> list[Unit]:
-    """The SFT regime study: per seed and task, one SFT-only unit per setting."""
-    return [Unit(task, seed, sft=s) for seed in seeds for task in tasks for s in settings]
+    """The SFT regime study: per seed and task, one SFT-only unit per setting, the most demonstrations first
+    (the smaller sets are cut from its cache by :func:`libero_tgrpo.demos.get_demos`: one expert run each)."""
+    ordered = sorted(settings, key=lambda s: -s.num_demos)  # stable: epochs and widths keep their order
+    return [Unit(task, seed, sft=s) for seed in seeds for task in tasks for s in ordered]
 
 
 def heldout_placements(n: int) -> list[int]:
@@ -597,9 +599,7 @@ def summarize(out_dir: Path, results_dir: Path = RESULTS, sft_target: float = SF
     ]
     if rows:
         lines += [
-            "",
-            "## RL settings",
-            "",
+            "", "## RL settings", "",
             "Each row: one setting on one task. *Placed* (released in an undisturbed basket) ranks the settings; "
             "LIBERO's success is beside it. Δ SFT is paired by seed with the SFT policy of the same seed on the same "
             "placements; *below SFT* counts seeds whose placed rate fell under their SFT's.",

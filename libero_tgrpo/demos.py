@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -150,8 +151,15 @@ def get_demos(
 ) -> tuple[DemoSet, Path, bool]:
     """Load a cached demonstration set, or generate and cache it.
 
+    The expert keeps the first ``n`` successful episodes in reset-seed order, so a set of ``n`` is the first
+    ``n`` episodes of any larger set with the same (task, seed, noise, obs_mode, episode end, expert version).
+    On a miss, the smallest such larger set in ``cache_dir`` is cut to ``n`` (:meth:`DemoSet.subset`) and written
+    under this set's name instead of running the expert again; a study over several numbers of demonstrations
+    generates only its largest set.
+
     Returns:
-        ``(demos, path, cached)``: ``cached`` is True when the file already existed and was reused.
+        ``(demos, path, cached)``: ``cached`` is True when no expert episode was run: the file already existed,
+        or the set was cut from a larger cached one.
     """
     path = demos_cache_path(cache_dir, task, n, seed, noise, obs_mode, terminate_on)
     if path.is_file():
@@ -162,7 +170,40 @@ def get_demos(
             return demos, path, True
         except DemoFormatError:
             pass
+    demos = _first_of_larger_set(path, n, seed)
+    if demos is not None:
+        save_demos(demos, path)
+        if log is not None:
+            log(f"demos: the first {n} episodes of {demos.meta['subset_of']}, written to {path} "
+                f"({demos.num_steps} steps)")
+        return demos, path, True
     demos = generate_demos(task, n, seed=seed, noise=noise, obs_mode=obs_mode, workers=workers,
                            terminate_on=terminate_on, progress=progress, log=log)
     save_demos(demos, path)
     return demos, path, False
+
+
+def _first_of_larger_set(path: Path, n: int, seed: int) -> DemoSet | None:
+    """The first ``n`` episodes of the smallest readable cached set that differs from ``path`` only by a larger
+    number of episodes, with its meta describing the cut set; None when there is none."""
+    head, sep, tail = path.name.partition(f"_n{n}_")
+    if not sep:
+        return None
+    larger: list[tuple[int, Path]] = []
+    for other in path.parent.glob(f"{head}_n*_{tail}"):
+        match = re.fullmatch(re.escape(head) + r"_n(\d+)_" + re.escape(tail), other.name)
+        if match and int(match.group(1)) > n:
+            larger.append((int(match.group(1)), other))
+    for _, other in sorted(larger):
+        try:
+            whole = load_demos(other)
+        except DemoFormatError:
+            continue
+        if whole.num_episodes < n:
+            continue
+        part = whole.subset(n)
+        # Episode j resets with seed * EPISODE_SEED_STRIDE + j: the n-th kept episode's index counts the attempts.
+        attempts = int(part.episode_seeds[-1]) - seed * EPISODE_SEED_STRIDE + 1
+        part.meta.update(attempts=attempts, expert_success_rate=n / attempts, subset_of=other.name)
+        return part
+    return None

@@ -1,6 +1,8 @@
 """Expert demonstrations: generation on training placements, the .npz format, its version stamp, the cache."""
 
 import json
+import shutil
+from pathlib import Path
 
 import gymnasium as gym
 import mujoco
@@ -96,6 +98,37 @@ def test_cache_is_reused(demo_cache):
     mtime = path.stat().st_mtime_ns
     _, got, cached = get_demos(4, 3, seed=0, cache_dir=demo_cache, progress=False)
     assert cached and got == path and path.stat().st_mtime_ns == mtime
+
+
+def test_a_smaller_set_is_cut_from_a_larger_cached_one_without_running_the_expert(demo_cache, tmp_path,
+                                                                                   monkeypatch):
+    """The expert keeps the first n successes in seed order, so the cut equals a set generated for n."""
+    import libero_tgrpo.demos as demos_module
+    from libero_tgrpo.demo_set import demos_digest
+
+    fresh, _, cached = get_demos(4, 2, seed=0, cache_dir=tmp_path / "fresh", progress=False)
+    assert not cached
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    larger = shutil.copy(demos_cache_path(demo_cache, 4, 3, 0), cache)
+
+    def no_expert(*args, **kwargs):
+        raise AssertionError("the expert ran")
+
+    monkeypatch.setattr(demos_module, "generate_demos", no_expert)
+    cut, path, cached = get_demos(4, 2, seed=0, cache_dir=cache, progress=False)
+    assert cached and path == demos_cache_path(cache, 4, 2, 0) and path.is_file()
+    assert demos_digest(cut) == demos_digest(fresh)
+    assert cut.episode_seeds.tolist() == fresh.episode_seeds.tolist()
+    assert cut.meta["n"] == 2 and cut.meta["attempts"] == fresh.meta["attempts"]
+    assert cut.meta["subset_of"] == Path(larger).name
+    assert demos_digest(load_demos(path)) == demos_digest(fresh)
+    # only a larger set of the same seed, noise, observations and episode end is cut
+    for other in ({"seed": 1}, {"noise": 0.1}, {"terminate_on": "is_placed"}):
+        with pytest.raises(AssertionError, match="the expert ran"):
+            get_demos(4, 2, cache_dir=cache, progress=False, **{"seed": 0, **other})
+    with pytest.raises(AssertionError, match="the expert ran"):
+        get_demos(4, 4, seed=0, cache_dir=cache, progress=False)
 
 
 def test_other_format_version_is_rejected(demos, tmp_path):

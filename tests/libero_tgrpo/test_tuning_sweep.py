@@ -107,8 +107,10 @@ def test_sft_study_units_cross_demos_epochs_and_widths_and_reach_the_config(tmp_
     grid = ts.sft_grid([20, 100], [100, 300], [(128, 128), (256, 256)])
     units = ts.sft_plan([2, 4], [0], grid)
     assert len(units) == 16 and all(u.setting is None for u in units)
-    assert units[0].key == "task2_sft_d20_e100_h128x128_u-success_seed0"  # demonstrations until success
-    assert units[-1].key == "task4_sft_d100_e300_h256x256_u-success_seed0"
+    # the largest demonstration set of a (task, seed) first: the smaller ones are cut from its cache
+    assert units[0].key == "task2_sft_d100_e100_h128x128_u-success_seed0"  # demonstrations until success
+    assert [u.sft.num_demos for u in units[:8]] == [100] * 4 + [20] * 4
+    assert units[-1].key == "task4_sft_d20_e300_h256x256_u-success_seed0"
     big = ts.Unit(4, 1, sft=ts.SFTSetting(100, 300, (256, 256)))
     cfg = ts._config(big, ts.UnitSize(), tmp_path)
     assert (cfg.demos.num_demos, cfg.sft.epochs, cfg.hidden, cfg.seed) == (100, 300, (256, 256), 1)
