@@ -112,7 +112,7 @@ def test_train_output_directory_belongs_to_one_run(tmp_path, capsys):
     assert "holds another run" in err and "--overwrite" in err and err.count("\n") == 1
     # a resume with other options is refused, naming each field with its old and new value
     err = _error([*train, "--resume", "--seed", "1", "--lr", "0.01", "--method", "step_only"], capsys)
-    for needle in ("seed: 0 -> 1", "rl.lr: 0.0001 -> 0.01", "method: 'tgrpo' -> 'step_only'", "alphas: "):
+    for needle in ("seed: 0 -> 1", "rl.lr: 3e-05 -> 0.01", "method: 'tgrpo' -> 'step_only'", "alphas: "):
         assert needle in err, (needle, err)
     assert _rows(out) == [0]
     # --overwrite removes every file of the old run first

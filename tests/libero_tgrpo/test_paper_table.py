@@ -188,10 +188,10 @@ def test_summary_says_which_rl_settings_differ_from_the_defaults(tmp_path):
     _cell(out, 2, "sft", 1, 0.8)
     _cell(out, 2, "tgrpo", 1, 0.7)
     path = paper_table.cell_path(out, 2, "tgrpo", 1)
-    path.write_text(json.dumps(dict(json.loads(path.read_text()), config={"lr": 3e-5, "kl_beta": 0.04})))
+    path.write_text(json.dumps(dict(json.loads(path.read_text()), config={"lr": 1e-4, "kl_beta": 0.04})))
     paper_table.summarize(out, res)
     md = (res / "paper_table.md").read_text()
-    assert "differ from the main job's (and the table's): lr 3e-05 (1 RL cell; default 0.0001)." in md
+    assert "differ from the main job's (and the table's): lr 0.0001 (1 RL cell; default 3e-05)." in md
     assert "kl beta" not in md  # the default value is not reported as a change
 
 

@@ -108,7 +108,7 @@ def test_resume_refuses_other_options_naming_each_field_with_old_and_new_values(
     message = str(e.value)
     for needle in ("task: 4 -> 5", "seed: 0 -> 1", "method: 'tgrpo' -> 'step_only'", "policy: 'state' -> 'vision'",
                    "hidden: '128,128' -> '64'", "alpha1: None -> 2.0", "alphas: [0.35, 0.65] -> ",
-                   "rl.lr: 0.0001 -> 0.001"):
+                   "rl.lr: 3e-05 -> 0.001"):
         assert needle in message, (needle, message)
     # what only says where and how long a run goes on may change
     more = _identity(output_dir="elsewhere", progress=False, resume=True, **{"rl": PipelineConfig().rl})

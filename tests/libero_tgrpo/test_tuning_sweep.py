@@ -34,7 +34,7 @@ def test_settings_reach_the_pipeline_config(tmp_path):
     assert (cfg.rl.lr, cfg.rl.kl_beta, cfg.rl.temperature, cfg.rl.update_schedule) == (3e-5, 0.2, 0.7, "minibatch")
     assert (cfg.rl.iterations, cfg.num_envs, cfg.eval.envs, cfg.seed, cfg.task) == (3, 2, 1, 1, 4)
     sft = ts._config(ts.Unit(4, 1), ts.UnitSize(), tmp_path)
-    assert sft.rl.lr == 1e-4 and sft.num_envs == 8 and sft.rl.target_kl is None  # the main job's settings
+    assert sft.rl.lr == 3e-5 and sft.num_envs == 8 and sft.rl.target_kl is None  # the main job's settings
     held = ts._config(ts.Unit(4, 1, ts.Setting(1e-4, 0.04, 1.0, "per_step", 0.05)), size, tmp_path)
     assert held.rl_config(tmp_path).target_kl == 0.05
 
@@ -75,7 +75,8 @@ def test_run_skips_finished_units_records_failures_and_summarises(tmp_path, monk
     done = ts.Unit(4, 0)
     out.joinpath("units").mkdir(parents=True)
     done.path(out).write_text(json.dumps(_fake_unit(done, 0.2, 0.4)))
-    argv = _args(tmp_path, "--lrs", "1e-4,3e-5", "--kl-betas", "0.04", "--seeds", "0-1", "--eval-placements", "2")
+    argv = _args(tmp_path, "--tasks", "4", "--lrs", "1e-4,3e-5", "--kl-betas", "0.04", "--seeds", "0-1",
+                 "--eval-placements", "2")
     assert ts.main(argv) == 0
     assert "task4_sft_seed0" not in calls and len(calls) == 5
     assert (out / "failed" / "task4_lr0.0001_beta0.04_temp1_per_step_seed1.json").is_file()
