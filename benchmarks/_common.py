@@ -85,6 +85,9 @@ class SFTSetting:
     demo_until: str = DEMO_UNTIL
     """Where the expert's episodes end (``DemoConfig.until``); units written before it existed read as
     ``"is_placed"``, the default of their time (:meth:`of`)."""
+    demo_noise: float = 0.0
+    """Standard deviation of the expert's position-action noise (``DemoConfig.demo_noise``); 0 is the
+    deterministic expert (and what units written before it existed used)."""
 
     @classmethod
     def main_job(cls) -> SFTSetting:
@@ -92,31 +95,36 @@ class SFTSetting:
         from libero_tgrpo.config import PipelineConfig
 
         cfg = PipelineConfig()
-        return cls(cfg.demos.num_demos, cfg.sft.epochs, tuple(cfg.hidden), cfg.demos.until)
+        return cls(cfg.demos.num_demos, cfg.sft.epochs, tuple(cfg.hidden), cfg.demos.until, cfg.demos.demo_noise)
 
     @classmethod
     def of(cls, record: dict[str, Any]) -> SFTSetting:
         """The setting of its ``asdict`` form (a unit's ``sft_setting``)."""
         return cls(int(record["num_demos"]), int(record["epochs"]), tuple(int(h) for h in record["hidden"]),
-                   record.get("demo_until", "is_placed"))
+                   record.get("demo_until", "is_placed"), float(record.get("demo_noise", 0.0)))
 
     @property
     def key(self) -> str:
-        """``d100_e300_h128x128``; ``_u-success`` appended for demonstrations that end at LIBERO's success."""
+        """``d100_e300_h128x128``; ``_u-success`` appended for demonstrations that end at LIBERO's success,
+        ``_nz0.2`` for an expert with action noise 0.2."""
         end = "" if self.demo_until == "is_placed" else "_u-" + self.demo_until.removeprefix("is_")
-        return f"d{self.num_demos}_e{self.epochs}_h{'x'.join(map(str, self.hidden))}{end}"
+        noise = f"_nz{self.demo_noise:g}" if self.demo_noise else ""
+        return f"d{self.num_demos}_e{self.epochs}_h{'x'.join(map(str, self.hidden))}{end}{noise}"
 
     @property
-    def size(self) -> tuple[int, int, int]:
-        """What "smallest" means in :func:`choose_sft_setting`: demonstrations, then epochs, then hidden units."""
-        return self.num_demos, self.epochs, sum(self.hidden)
+    def size(self) -> tuple[int, int, int, float]:
+        """What "smallest" means in :func:`benchmarks.sft_study.choose_sft_setting`: demonstrations, then epochs,
+        then hidden units, then the expert's noise."""
+        return self.num_demos, self.epochs, sum(self.hidden), self.demo_noise
 
     def describe(self) -> str:
-        """``100 demonstrations, 300 epochs, hidden 128x128`` (and ``, demonstrations until LIBERO's success``)."""
+        """``100 demonstrations, 300 epochs, hidden 128x128`` (and ``, demonstrations until LIBERO's success``,
+        ``, expert noise 0.2``)."""
         end = "" if self.demo_until == "is_placed" else ", demonstrations until LIBERO's success"
+        end += f", expert noise {self.demo_noise:g}" if self.demo_noise else ""
         return f"{self.num_demos} demonstrations, {self.epochs} epochs, hidden {'x'.join(map(str, self.hidden))}{end}"
 
     def overrides(self) -> dict[str, Any]:
         """``PipelineConfig.replace`` changes of the setting."""
         return {"demos.num_demos": self.num_demos, "sft.epochs": self.epochs, "hidden": tuple(self.hidden),
-                "demos.until": self.demo_until}
+                "demos.until": self.demo_until, "demos.demo_noise": self.demo_noise}

@@ -53,7 +53,7 @@ import io
 import json
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -277,7 +277,7 @@ def run_cell(out_dir: Path, cell: Cell, overrides: dict[str, Any]) -> dict[str, 
         "seed": seed,
         "regime": cell.regime,
         "sft_setting": {"num_demos": cfg.demos.num_demos, "epochs": cfg.sft.epochs, "hidden": list(cfg.hidden),
-                        "demo_until": cfg.demos.until},
+                        "demo_until": cfg.demos.until, "demo_noise": cfg.demos.demo_noise},
         "success_rate": res["summary"]["success_rate"],
         "placed_rate": res["summary"].get("placed_rate"),
         "summary": res["summary"],
@@ -958,9 +958,7 @@ def summarize(out_dir: Path, results_dir: Path = RESULTS) -> dict[str, Any] | No
              + _section_raw_alpha(t, raw) + _section_footer(t))
     write_text(results_dir / "paper_table.csv", _csv(t))
     write_text(results_dir / "paper_table.md", "\n".join(lines))
-    payload = {"regimes": {r: {"sft_setting": {"num_demos": regime_sft(r).num_demos, "epochs": regime_sft(r).epochs,
-                                               "hidden": list(regime_sft(r).hidden),
-                                               "demo_until": regime_sft(r).demo_until},
+    payload = {"regimes": {r: {"sft_setting": {**asdict(regime_sft(r)), "hidden": list(regime_sft(r).hidden)},
                                "provisional": r == "paper" and PAPER_SFT_PROVISIONAL} for r in REGIMES},
                "aggregate": {r: {m: {meth: {str(task): s for task, s in v.items()} for meth, v in t.agg[r][m].items()}
                                  for m in METRICS} for r in t.regimes},

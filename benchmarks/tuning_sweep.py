@@ -44,6 +44,9 @@ over the study's tasks (each task the mean over seeds), reaches ``--sft-target``
         --num-demos 20,50,100,200,400 --sft-epochs 100,300 --hidden 128x128,256x256
     python -m benchmarks.tuning_sweep summary --sft-target 85
 
+``--demo-noise 0,0.2`` adds the expert's action noise as a dimension (see :mod:`benchmarks.sft_study` for why).
+The grid, the aggregation and the choice rule are in :mod:`benchmarks.sft_study`.
+
 Default study plan: Tasks 2, 4 and 10 (the paper-level regime's tasks), seeds 0-2, demonstrations {20, 50,
 100, 200, 400} x epochs {100, 300} x hidden {128x128}: 30 units per seed. The demonstrations of a (task,
 number, seed) are cached and shared by every epochs/hidden setting, the largest set first (the smaller are cut
@@ -64,6 +67,14 @@ from typing import Any
 import numpy as np
 
 from benchmarks._common import SFTSetting, parse_ints, run_in_order
+from benchmarks.sft_study import (
+    SFT_TARGET_SUCCESS,
+    choose_sft_setting,
+    section_sft_study,
+    sft_grid,
+    sft_study_by_setting,
+    sft_study_rows,
+)
 from libero_gym import TERMINATION_KEYS
 from libero_tgrpo.files import write_json, write_text
 from libero_tgrpo.stage_configs import DEMO_UNTIL
@@ -77,10 +88,6 @@ realistic run (checked before a unit starts)."""
 SELECTION_METRIC = "placed_rate"
 """The held-out metric that ranks settings (the strict one, which training optimises); LIBERO's success is
 reported beside it."""
-SFT_TARGET_SUCCESS = 85.0
-"""The SFT regime study's target: held-out LIBERO success (%) of a paper-level SFT policy (the paper's SFT
-baselines average 86.4% on the benchmark states, SPEC §4). :func:`choose_sft_setting` picks the smallest setting
-that reaches it; ``--sft-target`` changes it."""
 STUDIES = ("rl", "sft")
 """What ``run`` plans: RL settings from the main job's SFT policy (``rl``), or the SFT regime study (``sft``)."""
 DEFAULT_TASKS = {"rl": "2,4,10", "sft": "2,4,10"}
@@ -171,12 +178,6 @@ def settings_grid(lrs: list[float], kl_betas: list[float], temperatures: list[fl
 def plan(tasks: list[int], seeds: list[int], settings: list[Setting]) -> list[Unit]:
     """Per seed and task: the SFT unit, then one unit per setting."""
     return [Unit(task, seed, s) for seed in seeds for task in tasks for s in [None, *settings]]
-
-
-def sft_grid(num_demos: list[int], epochs: list[int], hidden: list[tuple[int, ...]],
-             until: tuple[str, ...] = (DEMO_UNTIL,)) -> list[SFTSetting]:
-    """Every combination of the SFT study's lists, in order."""
-    return [SFTSetting(d, e, tuple(h), u) for d, e, h, u in itertools.product(num_demos, epochs, hidden, until)]
 
 
 def sft_plan(tasks: list[int], seeds: list[int], settings: list[SFTSetting]) -> list[Unit]:
@@ -320,6 +321,13 @@ def _floats(text: str) -> list[float]:
         raise SystemExit(f"{text!r} is not a comma-separated list of numbers: {e}") from e
 
 
+def _noises(text: str) -> list[float]:
+    values = _floats(text)
+    if not values or min(values) < 0:
+        raise SystemExit(f"--demo-noise {text!r} is not accepted: give standard deviations >= 0, by commas")
+    return values
+
+
 def _target_kls(text: str) -> list[float | None]:
     return [None if v.strip().lower() in ("none", "off") else float(v) for v in text.split(",") if v.strip()]
 
@@ -364,7 +372,8 @@ def _plan_from(args: argparse.Namespace) -> tuple[list[Unit], UnitSize]:
         raise SystemExit(f"--eval-placements {size.eval_placements} and --eval-envs {size.eval_envs} must be >= 1")
     if args.study == "sft":
         grid = sft_grid(_positive_ints(args.num_demos, "--num-demos"), _positive_ints(args.sft_epochs, "--sft-epochs"),
-                        _hidden_list(args.hidden), tuple(_choices(args.demo_until, "--demo-until", TERMINATION_KEYS)))
+                        _hidden_list(args.hidden), tuple(_choices(args.demo_until, "--demo-until", TERMINATION_KEYS)),
+                        tuple(_noises(args.demo_noise)))
         units = sft_plan(tasks, parse_ints(args.seeds), grid)
         for u in units:  # every config of the plan is built (and so checked) before any work starts
             _config(u, size, Path(args.out_dir))
@@ -467,107 +476,6 @@ def best_setting(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
             "success_mean": float(np.mean([r["success_mean"] for r in full[key]])), "tasks": sorted(tasks)}
 
 
-def sft_study_rows(units: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per (task, SFT study setting): held-out LIBERO success and placed (%), mean/std over seeds."""
-    groups: dict[tuple[int, SFTSetting], list[dict[str, Any]]] = {}
-    for u in units:
-        if u.get("sft_setting"):
-            groups.setdefault((int(u["task"]), SFTSetting.of(u["sft_setting"])), []).append(u)
-    rows = []
-    for (task, st), us in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1].size, kv[0][1].key)):
-        succ = np.array([100 * u["success_rate"] for u in us])
-        placed = np.array([100 * u["placed_rate"] for u in us])
-        sft_s = [u["timings_s"]["sft"] for u in us if "sft" in (u.get("timings_s") or {})]
-        rows.append({
-            "task": task, "sft": st.key, "sft_setting": asdict(st), "seeds": sorted(u["seed"] for u in us),
-            "n": len(us), "success_mean": float(succ.mean()),
-            "success_std": float(succ.std(ddof=1)) if len(us) > 1 else 0.0, "placed_mean": float(placed.mean()),
-            "placed_std": float(placed.std(ddof=1)) if len(us) > 1 else 0.0,
-            "sft_seconds": float(np.mean(sft_s)) if sft_s else None,
-        })
-    return rows
-
-
-def sft_study_by_setting(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per SFT study setting, smallest first: held-out LIBERO success and placed averaged over its tasks (each
-    task the mean over its seeds), and the tasks it covers."""
-    by: dict[str, list[dict[str, Any]]] = {}
-    for r in rows:
-        by.setdefault(r["sft"], []).append(r)
-    out = [{"sft": k, "sft_setting": rs[0]["sft_setting"], "tasks": sorted(r["task"] for r in rs),
-            "units": sum(r["n"] for r in rs), "success_mean": float(np.mean([r["success_mean"] for r in rs])),
-            "placed_mean": float(np.mean([r["placed_mean"] for r in rs]))} for k, rs in by.items()]
-    return sorted(out, key=lambda b: (SFTSetting.of(b["sft_setting"]).size, b["sft"]))
-
-
-def choose_sft_setting(rows: list[dict[str, Any]], target: float = SFT_TARGET_SUCCESS) -> dict[str, Any] | None:
-    """The paper-level SFT regime: the smallest setting (:attr:`SFTSetting.size`: fewest demonstrations, then
-    epochs, then hidden units) whose held-out LIBERO success, averaged over the study's tasks, is >= ``target``
-    (%), among the settings run on every task of the study.
-
-    Returns:
-        None without study units; else ``{"target", "reached", "setting", "sft_setting", "success_mean",
-        "placed_mean", "tasks"}`` where ``setting`` is the chosen key, or None when no setting reaches the
-        target (then ``best`` names the one with the highest success).
-    """
-    by = sft_study_by_setting(rows)
-    if not by:
-        return None
-    tasks = sorted({r["task"] for r in rows})
-    full = [b for b in by if b["tasks"] == tasks]
-    reached = [b for b in full if b["success_mean"] >= target]
-    out: dict[str, Any] = {"target": float(target), "tasks": tasks, "reached": bool(reached)}
-    if reached:
-        b = reached[0]  # by is sorted smallest first
-        return {**out, "setting": b["sft"], "sft_setting": b["sft_setting"], "success_mean": b["success_mean"],
-                "placed_mean": b["placed_mean"]}
-    best = max(full, key=lambda b: (b["success_mean"], b["placed_mean"])) if full else None
-    return {**out, "setting": None, "best": None if best is None else
-            {"setting": best["sft"], "success_mean": best["success_mean"], "placed_mean": best["placed_mean"]}}
-
-
-def _section_sft_study(rows: list[dict[str, Any]], choice: dict[str, Any] | None, n_place: int) -> list[str]:
-    if not rows:
-        return []
-
-    def pm(mean: float, std: float, n: int) -> str:
-        return f"{mean:.1f} ± {std:.1f}" if n > 1 else f"{mean:.0f}"
-
-    lines = ["", "## SFT regime study: SFT settings scored on training placements", "",
-             f"SFT only (no RL), greedy on the same {n_place} held-out training placements, mean ± std over seeds. "
-             "Setting `dD_eE_hH`: D demonstrations, E epochs, hidden widths H (`_u-success`: demonstrations that end at "
-             "LIBERO's success, before the release).", "",
-             "| task | setting | seeds | LIBERO success % | placed % | SFT time (s) |", "|---|---|---|---|---|---|"]
-    for r in rows:
-        t = "-" if r["sft_seconds"] is None else f"{r['sft_seconds']:.0f}"
-        lines.append(f"| T{r['task']} | {r['sft']} | {r['n']} | {pm(r['success_mean'], r['success_std'], r['n'])} | "
-                     f"{pm(r['placed_mean'], r['placed_std'], r['n'])} | {t} |")
-    lines += ["", "Averaged over tasks (each task the mean over its seeds), smallest setting first:", "",
-              "| setting | tasks | units | LIBERO success % | placed % |", "|---|---|---|---|---|"]
-    for b in sft_study_by_setting(rows):
-        lines.append(f"| {b['sft']} | {', '.join(f'T{t}' for t in b['tasks'])} | {b['units']} | "
-                     f"{b['success_mean']:.1f} | {b['placed_mean']:.1f} |")
-    if choice is None:
-        return lines
-    rule = (f"Rule: the smallest setting (fewest demonstrations, then fewest epochs, then fewest hidden units) whose "
-            f"held-out LIBERO success averaged over the study's tasks ({', '.join(f'T{t}' for t in choice['tasks'])})"
-            f" reaches {choice['target']:g}%, among the settings run on all of them.")
-    if choice["reached"]:
-        st = SFTSetting.of(choice["sft_setting"])
-        lines += ["", rule, f"Chosen: **{choice['setting']}** ({st.describe()}): LIBERO success "
-                  f"{choice['success_mean']:.1f}%, placed {choice['placed_mean']:.1f}%. The paper table's paper-level "
-                  f"regime takes it as `benchmarks.paper_table.PAPER_SFT = SFTSetting(num_demos={st.num_demos}, "
-                  f"epochs={st.epochs}, hidden={st.hidden}"
-                  + ("" if st.demo_until == DEMO_UNTIL else f", demo_until={st.demo_until!r}") + ")`."]
-    else:
-        best = choice.get("best")
-        lines += ["", rule, "No setting reaches it" + ("" if best is None else
-                  f"; the highest is {best['setting']} (LIBERO success {best['success_mean']:.1f}%, placed "
-                  f"{best['placed_mean']:.1f}%)") + ": the paper-level regime is still to be chosen (more "
-                  "demonstrations, epochs or wider layers)."]
-    return lines
-
-
 def summarize(out_dir: Path, results_dir: Path = RESULTS, sft_target: float = SFT_TARGET_SUCCESS) -> dict[str, Any] | None:
     """Write ``tuning_sweep.{md,json,png}`` to ``results_dir`` from the units under ``out_dir`` (the RL settings'
     table and the SFT regime study's section, each when it has units)."""
@@ -617,7 +525,7 @@ def summarize(out_dir: Path, results_dir: Path = RESULTS, sft_target: float = SF
     if best is not None:
         lines += ["", f"Best setting by held-out placed rate: **{best['setting']}** (placed {best['placed_mean']:.1f}%, "
                   f"LIBERO success {best['success_mean']:.1f}%, tasks {best['tasks']})."]
-    lines += _section_sft_study(study, choice, n_place)
+    lines += section_sft_study(study, choice, n_place)
     failed = [json.loads(p.read_text()) for p in sorted((out_dir / "failed").glob("*.json"))]
     failed = [f for f in failed if not (out_dir / "units" / f"{f['unit']}.json").is_file()]
     if failed:
@@ -699,6 +607,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="SFT study: hidden widths, settings by commas, widths by x (default: %(default)s)")
         p.add_argument("--demo-until", default=DEMO_UNTIL,
                        help="SFT study: where the demonstrations end, is_placed and/or is_success (default: %(default)s)")
+        p.add_argument("--demo-noise", default="0",
+                       help="SFT study: the expert's action noise (standard deviations) (default: %(default)s)")
         p.add_argument("--iterations", type=int, default=None, help="RL iterations (default: the main job's)")
         p.add_argument("--num-envs", type=int, default=None, help="group size M (default: the main job's)")
         p.add_argument("--eval-placements", type=int, default=30,

@@ -36,10 +36,10 @@ LONG_MODULES = {
     "tgrpo/policies/hf.py": (666, "HFVLAPolicy: encoding, sampling with and without the KV cache, log-probs, "
                                   "the reference adapter and the adapter files (model families and loading "
                                   "helpers are in hf_models.py, static-cache decoding in hf_decoding.py)"),
-    "benchmarks/paper_table.py": (1119, "a benchmark script: plan, cells, run and resume, and every section, "
+    "benchmarks/paper_table.py": (1117, "a benchmark script: plan, cells, run and resume, and every section, "
                                         "table and plot of its report"),
-    "benchmarks/tuning_sweep.py": (739, "a benchmark script: settings, units, held-out evaluation, the SFT study "
-                                        "and its report"),
+    "benchmarks/tuning_sweep.py": (649, "a benchmark script: settings, units, held-out evaluation and the report "
+                                        "(the SFT study's grid, choice and section are in sft_study.py)"),
 }
 """Modules that were longer than :data:`MAX_MODULE_LINES` when the rule came in: the length each had then (it may
 shrink, never grow) and what it holds. Each is to be split by concern and then removed from here (the test

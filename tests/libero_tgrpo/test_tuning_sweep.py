@@ -1,6 +1,7 @@
 """The held-out tuning sweep's plan, resumable units and summary (real files; no env for the plumbing)."""
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -212,6 +213,30 @@ def test_the_demonstrations_end_is_a_dimension_of_the_sft_study(tmp_path):
     assert len(units) == 2 * 3 * 3  # 2 settings x the default study's 3 tasks x 3 seeds
     with pytest.raises(SystemExit, match="--demo-until 'is_done'"):
         ts.main(_args(tmp_path, "--study", "sft", "--demo-until", "is_done"))
+
+
+def test_the_experts_noise_is_a_dimension_of_the_sft_study(tmp_path):
+    """--demo-noise 0,0.2 doubles the grid; the noisy setting has its own key, SFT directory and demonstrations."""
+    grid = ts.sft_grid([20], [100], [(128, 128)], noise=(0.0, 0.2))
+    assert [g.key for g in grid] == ["d20_e100_h128x128_u-success", "d20_e100_h128x128_u-success_nz0.2"]
+    assert grid[0] == ts.SFTSetting.main_job() and grid[1] != grid[0]  # the weak regime's expert is noise-free
+    assert "expert noise 0.2" in grid[1].describe() and ts.SFTSetting.of(asdict(grid[1])) == grid[1]
+    noisy = ts.Unit(2, 0, sft=grid[1])
+    assert ts._config(noisy, ts.UnitSize(), tmp_path).demos.demo_noise == 0.2
+    assert noisy.sft_dir(tmp_path).name == "task2_seed0_d20_e100_h128x128_u-success_nz0.2"
+    assert ts.Unit(2, 0, sft=grid[0]).sft_dir(tmp_path) == ts.Unit(2, 0).sft_dir(tmp_path)
+    units, _ = ts._plan_from(ts.build_parser().parse_args(_args(
+        tmp_path, "--study", "sft", "--num-demos", "20", "--sft-epochs", "100", "--demo-noise", "0,0.2")))
+    assert sorted({u.sft.demo_noise for u in units}) == [0.0, 0.2] and len(units) == 2 * 3 * 3
+    # the smallest setting that reaches the target wins; at equal size the noise-free one
+    units = [_study_unit(2, 0, grid[1], 0.9, 0.5), _study_unit(2, 0, grid[0], 0.9, 0.6)]
+    for u, g in zip(units, grid[::-1]):
+        u["sft_setting"] = asdict(g)  # as run_unit records it
+    rows = ts.sft_study_rows(units)
+    assert ts.choose_sft_setting(rows, 85.0)["setting"] == grid[0].key
+    for bad in ("-0.1", "a"):
+        with pytest.raises(SystemExit, match=repr(bad) if bad != "a" else "numbers"):
+            ts.main(_args(tmp_path, "--study", "sft", "--demo-noise", bad))
 
 
 def test_bad_sft_study_values_fail_before_any_unit(tmp_path, monkeypatch):
