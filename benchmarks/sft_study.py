@@ -9,9 +9,9 @@ builds the grid, aggregates the finished units and applies the choice rule (:fun
 Why the expert's noise is a dimension: a noise-free scripted expert repeats nearly the same path relative to the
 object in every episode, so its demonstrations never show how to come back from a small miss, and the cloned
 policy, once a few millimetres off that path, meets states that no demonstration visits. With
-``demo_noise > 0`` the executed actions wander and the expert's next actions correct them, so the set shows
-corrections (the motivation of noise injection in behaviour cloning, e.g. DART, Laskey et al. 2017). The
-recorded action is the executed (noisy) one; its mean is the expert's.
+``demo_noise > 0`` the executed x, y actions wander and the expert's next actions correct them, so the set
+shows corrections (noise injection in behaviour cloning, as in DART, Laskey et al. 2017); each recorded action
+is the expert's own, noise-free answer to the state the noisy run reached.
 """
 
 from __future__ import annotations

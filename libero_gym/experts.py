@@ -112,8 +112,11 @@ class ScriptedExpert:
     Args:
         task: Task number 1-10 or instruction (sets the grasp height).
         config: Waypoint geometry and gains.
-        noise: Standard deviation of Gaussian noise added to the position actions (0 = deterministic),
-            for more diverse demonstrations.
+        noise: Standard deviation of Gaussian noise added to the x and y position actions that :meth:`act`
+            returns for execution (0 = deterministic). :attr:`intended` keeps the action without it: the
+            expert's answer to the state the noise led to, which is what a demonstration records (noise
+            injection as in DART, Laskey et al. 2017: the set shows how to come back from a miss). z is left
+            alone: a noisy descent can stall, and the expert closes the gripper on a stall.
         seed: Seed of the noise generator.
     """
 
@@ -135,6 +138,8 @@ class ScriptedExpert:
         self._attempts = 1
         self._z_history: list[float] = []
         self._yaw = 0.0
+        self.intended: np.ndarray | None = None
+        """The expert's own (noise-free) action of the last :meth:`act`; None before the first."""
 
     def _next(self, phase: str | None = None) -> None:
         self.phase = phase or _PHASES[_PHASES.index(self.phase) + 1]
@@ -145,8 +150,6 @@ class ScriptedExpert:
         self, eef: np.ndarray, goal: np.ndarray, gripper: float, yaw: float = 0.0, speed: float = 1.0
     ) -> np.ndarray:
         delta = np.clip(self.config.gain * (goal - eef) / POS_SCALE, -speed, speed)
-        if self.noise > 0:
-            delta = np.clip(delta + self._rng.normal(0.0, self.noise, 3), -1.0, 1.0)
         rot = np.array([0.0, 0.0, np.clip(self.config.yaw_gain * yaw / ROT_SCALE, -1.0, 1.0)])
         return np.concatenate([delta, rot, [gripper]]).astype(np.float32)
 
@@ -156,7 +159,26 @@ class ScriptedExpert:
         return len(self._z_history) > n and abs(self._z_history[-n - 1] - z) < self.config.stall_distance
 
     def act(self, info: dict[str, Any]) -> np.ndarray:
-        """Action for the current step, from the env's latest ``info``.
+        """Action to execute at the current step, from the env's latest ``info``.
+
+        Sets :attr:`intended` to the expert's own action; with ``noise`` the returned one differs from it by
+        Gaussian noise on x and y.
+
+        Args:
+            info: The ``info`` dict of the last ``reset``/``step`` of a single env.
+
+        Returns:
+            A float32 action of shape (7,).
+        """
+        self.intended = self._intended_action(info)
+        if self.noise <= 0:
+            return self.intended
+        executed = self.intended.copy()
+        executed[:2] = np.clip(executed[:2] + self._rng.normal(0.0, self.noise, 2), -1.0, 1.0)
+        return executed
+
+    def _intended_action(self, info: dict[str, Any]) -> np.ndarray:
+        """The expert's action for the current step, without noise.
 
         Args:
             info: The ``info`` dict of the last ``reset``/``step`` of a single env.
@@ -251,14 +273,16 @@ def run_expert_episode(
 
     Returns:
         A dict with ``success`` (bool), ``steps`` (int), ``observations`` (list), ``actions`` (array
-        [T, 7]), ``infos`` (list of the T+1 infos, reset first) and ``rewards`` (array [T]).
+        [T, 7], as executed), ``intended_actions`` (array [T, 7], the expert's own: equal to ``actions``
+        without noise), ``infos`` (list of the T+1 infos, reset first) and ``rewards`` (array [T]).
     """
     obs, info = env.reset(seed=seed, options=options)
     expert.reset()
-    observations, actions, infos, rewards = [obs], [], [info], []
+    observations, actions, intended, infos, rewards = [obs], [], [], [info], []
     success = False
     for _ in range(max_steps):
         action = expert.act(info)
+        intended.append(expert.intended)
         obs, reward, terminated, truncated, info = env.step(action)
         observations.append(obs)
         actions.append(action)
@@ -273,6 +297,7 @@ def run_expert_episode(
         "steps": len(actions),
         "observations": observations,
         "actions": np.asarray(actions, dtype=np.float32).reshape(-1, 7),
+        "intended_actions": np.asarray(intended, dtype=np.float32).reshape(-1, 7),
         "infos": infos,
         "rewards": np.asarray(rewards, dtype=np.float64),
     }

@@ -81,7 +81,8 @@ def _expert_episode(args: tuple[int, float, int]) -> dict[str, Any]:
     steps = rec["steps"]
     obs = {k: np.stack([o[k] for o in rec["observations"][:steps]]) for k in rec["observations"][0]}
     success = bool(rec["infos"][-1][_WORKER_ENV["terminate_on"]])
-    return {"seed": episode_seed, "success": success, "steps": steps, "obs": obs, "actions": rec["actions"]}
+    # The label of each step is the expert's own action; with noise, the executed one differs from it on x and y.
+    return {"seed": episode_seed, "success": success, "steps": steps, "obs": obs, "actions": rec["intended_actions"]}
 
 
 def generate_demos(
@@ -103,7 +104,8 @@ def generate_demos(
         task: task number 1-10.
         n: number of successful episodes to keep.
         seed: seed of the set (episode ``j`` resets with ``seed * 100_000 + j``).
-        noise: standard deviation of the expert's position-action noise (0: deterministic expert).
+        noise: standard deviation of the noise on the expert's executed x, y actions (0: deterministic expert);
+            the set records the expert's noise-free actions (:attr:`ScriptedExpert.intended`).
         obs_mode: observation mode of the env (``"state"``, ``"rgb"``, ``"rgb_state"``).
         workers: parallel worker processes (forkserver), each with its own env.
         max_steps: step cap per episode (280, the evaluation protocol's).

@@ -50,7 +50,8 @@ class DemoConfig:
     demo_seed: int | None = None
     """Seed of the demonstration set (None: the run's seed)."""
     demo_noise: float = 0.0
-    """Standard deviation of the expert's position-action noise."""
+    """Standard deviation of the noise on the x and y position actions the expert executes; the demonstrations
+    record its noise-free actions, so they show how to come back from a miss (0: a deterministic expert)."""
     demo_cache: str = "outputs/demos"
     """Directory of cached demonstration sets (shared between runs)."""
     demos_path: str | None = None

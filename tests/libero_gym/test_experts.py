@@ -27,6 +27,12 @@ def test_expert_on_a_training_placement_and_with_noise():
     env = gym.make("LiberoObject-Task1-v0", obs_mode="state")
     rec = run_expert_episode(env, ScriptedExpert(1, noise=0.1, seed=3), seed=11)
     assert rec["success"]
+    # the noise is on the executed x and y only; the intended actions are the expert's own
+    diff = rec["actions"] - rec["intended_actions"]
+    assert np.abs(diff[:, :2]).mean() > 0.02 and np.all(diff[:, 2:] == 0)
+    assert np.all(np.abs(rec["actions"]) <= 1.0)
+    clean = run_expert_episode(env, ScriptedExpert(1), seed=11)
+    np.testing.assert_array_equal(clean["actions"], clean["intended_actions"])
     env.close()
 
 

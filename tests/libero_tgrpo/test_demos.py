@@ -183,3 +183,18 @@ def test_demo_until_chooses_where_the_expert_episodes_end(tmp_path):
     np.testing.assert_array_equal(long.actions[: short.num_steps], short.actions)
     with pytest.raises(SystemExit):
         parse(["run", "--demo-until", "is_done"])
+
+
+def test_a_noisy_expert_set_records_the_experts_own_actions():
+    """With noise the set's labels are the expert's noise-free actions at the states the noisy run reached
+    (DART-style), not the executed ones; the same episode replayed in-process gives both."""
+    from libero_gym.experts import ScriptedExpert, run_expert_episode
+    from libero_tgrpo.demos import generate_demos
+
+    demos = generate_demos(4, 1, seed=0, noise=0.3, workers=1, progress=False)
+    env = gym.make("LiberoObject-Task4-v0", obs_mode="state")
+    seed = int(demos.episode_seeds[0])
+    rec = run_expert_episode(env, ScriptedExpert(4, noise=0.3, seed=seed), seed=seed, max_steps=demos.num_steps)
+    env.close()
+    np.testing.assert_array_equal(demos.actions, rec["intended_actions"][: demos.num_steps])
+    assert np.abs(demos.actions[:, :2] - rec["actions"][: demos.num_steps, :2]).mean() > 0.05
