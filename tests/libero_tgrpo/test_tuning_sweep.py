@@ -255,8 +255,9 @@ def test_a_tiny_real_sft_study_unit(tmp_path, monkeypatch, demo_cache):
     unit = ts.Unit(4, 0, sft=ts.SFTSetting(3, 2, (16,)))
     rec = ts.run_unit(tmp_path / "sweep", unit, ts.UnitSize(eval_placements=2, eval_envs=1, quiet=True))
     assert rec["setting_key"] == "sft_d3_e2_h16_u-success" and rec["sft_setting"] == {"num_demos": 3, "epochs": 2,
-                                                                            "hidden": (16,), "demo_until": "is_success"}
-    assert rec["config"]["demos"]["until"] == "is_success"
+                                                                            "hidden": (16,), "demo_until": "is_success",
+                                                                            "demo_noise": 0.0}
+    assert rec["config"]["demos"]["until"] == "is_success" and rec["config"]["demos"]["demo_noise"] == 0.0
     assert rec["placement_seeds"] == ts.heldout_placements(2) and "train" not in rec
     assert rec["config"]["demos"]["num_demos"] == 3 and rec["config"]["hidden"] == [16]
     assert (unit.sft_dir(tmp_path / "sweep") / "policy.pt").is_file() and "sft" in rec["timings_s"]
