@@ -94,7 +94,11 @@ class SFTSetting:
         """The main job's SFT (``libero_tgrpo.PipelineConfig`` defaults): the weak regime."""
         from libero_tgrpo.config import PipelineConfig
 
-        cfg = PipelineConfig()
+        return cls.of_config(PipelineConfig())
+
+    @classmethod
+    def of_config(cls, cfg: Any) -> SFTSetting:
+        """The SFT setting a ``libero_tgrpo.PipelineConfig`` trains with."""
         return cls(cfg.demos.num_demos, cfg.sft.epochs, tuple(cfg.hidden), cfg.demos.until, cfg.demos.demo_noise)
 
     @classmethod

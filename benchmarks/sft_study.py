@@ -41,7 +41,6 @@ def sft_grid(num_demos: list[int], epochs: list[int], hidden: list[tuple[int, ..
             for d, e, h, u, z in itertools.product(num_demos, epochs, hidden, until, noise)]
 
 
-
 def sft_study_rows(units: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per (task, SFT study setting): held-out LIBERO success and placed (%), mean/std over seeds."""
     groups: dict[tuple[int, SFTSetting], list[dict[str, Any]]] = {}
@@ -77,7 +76,7 @@ def sft_study_by_setting(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def choose_sft_setting(rows: list[dict[str, Any]], target: float = SFT_TARGET_SUCCESS) -> dict[str, Any] | None:
     """The paper-level SFT regime: the smallest setting (:attr:`SFTSetting.size`: fewest demonstrations, then
-    epochs, then hidden units) whose held-out LIBERO success, averaged over the study's tasks, is >= ``target``
+    epochs, then hidden units, then the lowest expert noise) whose held-out LIBERO success, averaged over the study's tasks, is >= ``target``
     (%), among the settings run on every task of the study.
 
     Returns:
@@ -124,7 +123,8 @@ def section_sft_study(rows: list[dict[str, Any]], choice: dict[str, Any] | None,
                      f"{b['success_mean']:.1f} | {b['placed_mean']:.1f} |")
     if choice is None:
         return lines
-    rule = (f"Rule: the smallest setting (fewest demonstrations, then fewest epochs, then fewest hidden units) whose "
+    rule = (f"Rule: the smallest setting (fewest demonstrations, then fewest epochs, then fewest hidden units, then "
+            f"the lowest expert noise) whose "
             f"held-out LIBERO success averaged over the study's tasks ({', '.join(f'T{t}' for t in choice['tasks'])})"
             f" reaches {choice['target']:g}%, among the settings run on all of them.")
     if choice["reached"]:

@@ -36,7 +36,7 @@ LONG_MODULES = {
     "tgrpo/policies/hf.py": (666, "HFVLAPolicy: encoding, sampling with and without the KV cache, log-probs, "
                                   "the reference adapter and the adapter files (model families and loading "
                                   "helpers are in hf_models.py, static-cache decoding in hf_decoding.py)"),
-    "benchmarks/paper_table.py": (1117, "a benchmark script: plan, cells, run and resume, and every section, "
+    "benchmarks/paper_table.py": (1116, "a benchmark script: plan, cells, run and resume, and every section, "
                                         "table and plot of its report"),
     "benchmarks/tuning_sweep.py": (649, "a benchmark script: settings, units, held-out evaluation and the report "
                                         "(the SFT study's grid, choice and section are in sft_study.py)"),
