@@ -6,16 +6,21 @@ linear layers. The processor is the tiny one of ``save_tiny_llava`` (224 px); ac
 32000-id base vocabulary, as in OpenVLA. Timed at batch M (default 8): sampling one action (7 tokens),
 log-probs, reference log-probs, one update (log-probs + backward + AdamW), and one TGRPO iteration (per-step
 schedule, L steps) on a synthetic camera env whose step costs nothing; with and without gradient
-checkpointing. Sampling is also timed on the static KV cache and with its compiled decoding step
-(``HFVLAPolicy.set_decoding``; the compiled step's first call, which compiles, is reported apart). Peak GPU memory, the GPU's name and the versions are recorded.
+checkpointing (``--checkpointing``), with the decoding of ``--decoding`` (``HFVLAPolicy.set_decoding``: the dynamic
+KV cache by default, the static cache, its compiled step, merged sampling). In the run without checkpointing,
+sampling is also timed on the static KV cache and with its compiled decoding step (the compiled step's first
+call, which compiles, is reported apart). Peak GPU memory, the GPU's name and the versions are recorded; each
+number is printed as it lands and the JSON is written after each run.
 
 Writes ``benchmarks/results/hf_gpu.json`` (``--tiny``: ``hf_gpu_tiny.json``; ``--out``: elsewhere).
 ``--tiny`` runs the same code on the tiny LLaVA in float32 on the CPU, on one thread: the smoke test CI runs.
 
-Not yet run on a GPU in this version: no ``hf_gpu.json`` is recorded (docs/openvla.md).
+Recorded on an NVIDIA H200: ``benchmarks/results/hf_gpu/`` (its README gives each run's command);
+``benchmarks/hf_gpu_profile.py`` splits a sampled action's time into its parts.
 
 Usage:
-    python benchmarks/hf_gpu.py [--batch 8] [--steps 12] [--repeats 5] [--tiny] [--out FILE]
+    python benchmarks/hf_gpu.py [--batch 8] [--steps 12] [--repeats 5] [--decoding NAME] [--checkpointing both|on|off]
+                                [--tiny] [--out FILE]
 """
 
 from __future__ import annotations
@@ -44,6 +49,9 @@ OPENVLA_7B_SHAPES = {
     "vision": {"hidden_size": 1024, "intermediate_size": 4096, "num_hidden_layers": 24, "num_attention_heads": 16,
                "image_size": 224, "patch_size": 14},
 }
+#: ``--decoding`` -> ``HFVLAPolicy.set_decoding`` keywords
+DECODINGS = {"dynamic": {}, "static": {"static_cache": True}, "compiled": {"compile_decoding": True},
+             "merged": {"merged_sampling": True}, "merged-compiled": {"merged_sampling": True, "compile_decoding": True}}
 #: OpenVLA's base vocabulary (its logits have 32064 entries; the action ids end at 32000).
 OPENVLA_VOCAB_SIZE = 32000
 
@@ -93,6 +101,7 @@ def measure(
     """Timings (ms, medians) and peak memory of one policy; with ``decodings``, sampling also on the static KV
     cache and with the compiled decoding step (``--compile``)."""
     cuda = device.startswith("cuda")
+    policy.set_decoding(**DECODINGS[args.decoding])  # for the sampling timings and the TGRPO iteration
     env = gym.vector.SyncVectorEnv([lambda: SyntheticCameraEnv(size=args.image_size)] * args.batch)
     obs, _ = env.reset(seed=0)
     instr = [INSTRUCTION] * args.batch
@@ -125,30 +134,34 @@ def measure(
 
     if cuda:
         torch.cuda.reset_peak_memory_stats()
-    row: dict[str, Any] = {"sample_ms": 1e3 * timed(sample, args.repeats)}
-    if decodings:  # the static KV cache, then its compiled step (the first call compiles: timed apart)
-        variants = [("static", False)] + ([("compiled", True)] if args.compile else [])
-        for name, compiled in variants:
-            policy.set_decoding(static_cache=True, compile_decoding=compiled)
-            t0 = time.perf_counter()
-            sample()
-            row[f"sample_{name}_first_s"] = time.perf_counter() - t0
-            row[f"sample_{name}_ms"] = 1e3 * timed(sample, args.repeats)
-        policy.set_decoding()
-    row |= {
-        "log_probs_ms": 1e3 * timed(forward, args.repeats),
-        "ref_log_probs_ms": 1e3 * timed(ref, args.repeats),
-        "update_ms": 1e3 * timed(update, args.repeats),
-    }
+    row: dict[str, Any] = {}
+
+    def record(key: str, value: float) -> None:  # each number is printed as it lands (a run can be cut short)
+        row[key] = value
+        print(f"  {key}: {value:.3f}", flush=True)
+
+    record("sample_ms", 1e3 * timed(sample, args.repeats))
+    record("log_probs_ms", 1e3 * timed(forward, args.repeats))
+    record("ref_log_probs_ms", 1e3 * timed(ref, args.repeats))
+    record("update_ms", 1e3 * timed(update, args.repeats))
     cfg = tgrpo.TGRPOConfig(iterations=1, max_steps=args.steps, lr=1e-5, output_dir=str(out_dir),
                             progress_bar=False, plot=False, log_formats=("jsonl",), checkpoint_interval=0)
     t0 = time.perf_counter()
     tgrpo.train(env, policy, cfg)
     sync()
-    row["tgrpo_iteration_s"] = time.perf_counter() - t0
+    record("tgrpo_iteration_s", time.perf_counter() - t0)
     if cuda:
-        row["peak_memory_gib"] = torch.cuda.max_memory_allocated() / 2**30
+        record("peak_memory_gib", torch.cuda.max_memory_allocated() / 2**30)
     row["trainable_parameters"] = sum(p.numel() for p in policy.trainable_parameters())
+    if decodings:  # last, as compiling can take long: the static KV cache, then its compiled step (timed apart)
+        variants = [("static", False)] + ([("compiled", True)] if args.compile else [])
+        for name, compiled in variants:
+            policy.set_decoding(static_cache=True, compile_decoding=compiled)
+            t0 = time.perf_counter()
+            sample()
+            record(f"sample_{name}_first_s", time.perf_counter() - t0)
+            record(f"sample_{name}_ms", 1e3 * timed(sample, args.repeats))
+        policy.set_decoding()
     env.close()
     return row
 
@@ -161,6 +174,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--image-size", type=int, default=128, help="camera image side of the synthetic env")
     ap.add_argument("--tiny", action="store_true", help="the tiny LLaVA in float32 on the CPU (smoke test)")
     ap.add_argument("--out", default=None, help="JSON file to write (default benchmarks/results/hf_gpu[_tiny].json)")
+    ap.add_argument("--decoding", choices=sorted(DECODINGS), default="dynamic",
+                    help="how the policy samples in the timed sampling and TGRPO iteration (set_decoding)")
+    ap.add_argument("--checkpointing", choices=("both", "on", "off"), default="both",
+                    help="runs with gradient checkpointing on, off, or both (default)")
     ap.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                     help="also time sampling with the compiled decoding step (default: on a GPU only; compiling the "
                          "tiny model on a CPU takes minutes)")
@@ -177,25 +194,30 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     results: dict[str, Any] = {"model": "tiny LLaVA (float32)" if args.tiny else "OpenVLA-7B-shaped LLaVA (bf16)",
                                "shapes": None if args.tiny else OPENVLA_7B_SHAPES, "batch": args.batch,
-                               "steps": args.steps, "repeats": args.repeats, "image_size": args.image_size,
+                               "steps": args.steps, "repeats": args.repeats, "decoding": args.decoding,
+                               "image_size": args.image_size,
                                "device": torch.cuda.get_device_name(0) if device == "cuda" else "cpu", "runs": {}}
+    name = "hf_gpu_tiny" if args.tiny else "hf_gpu"
+
+    def write() -> Path:  # after each run, so that a run cut short keeps what was measured
+        if args.out is None:
+            return write_json(name, results)
+        from libero_tgrpo.versions import machine, now, versions
+
+        return files.write_json(Path(args.out), {**results, "versions": versions(), "machine": machine(),
+                                                 "date": now()})
+
     with tempfile.TemporaryDirectory() as tmp:
-        for checkpointing in (False, True):
-            policy = build_policy(Path(tmp), args.tiny, device, checkpointing)
+        modes = {"both": (True, False), "on": (True,), "off": (False,)}[args.checkpointing]
+        for checkpointing in modes:  # the CUDA default first
             key = "gradient_checkpointing" if checkpointing else "no_checkpointing"
+            print(key, flush=True)
+            policy = build_policy(Path(tmp), args.tiny, device, checkpointing)
             results["runs"][key] = measure(policy, args, Path(tmp) / key, device, decodings=not checkpointing)
-            print(key, {k: round(v, 3) if isinstance(v, float) else v for k, v in results["runs"][key].items()})
+            path = write()
             del policy
             if device == "cuda":
                 torch.cuda.empty_cache()
-    name = "hf_gpu_tiny" if args.tiny else "hf_gpu"
-    if args.out is None:
-        path = write_json(name, results)
-    else:
-        from libero_tgrpo.versions import machine, now, versions
-
-        path = files.write_json(Path(args.out), {**results, "versions": versions(), "machine": machine(),
-                                                 "date": now()})
     print(f"written {path} (results dir {RESULTS})")
     return 0
 

@@ -91,7 +91,8 @@ def build_policy(
         **kwargs: other constructor arguments of the policy class; for a Hugging Face model the keyword
             arguments of ``HFVLAPolicy.from_pretrained`` as plain data (``device``, ``dtype``,
             ``trust_remote_code``, ``unnorm_key``, ``lora_r``, ``lora_alpha``, ``gradient_checkpointing``,
-            ``micro_batch_size``, ``recompute_old_log_probs``, ``static_cache``, ``compile_decoding``;
+            ``micro_batch_size``, ``recompute_old_log_probs``, ``static_cache``, ``compile_decoding``,
+            ``merged_sampling``;
             ``PipelineConfig.policy_kwargs()``).
 
     Raises:

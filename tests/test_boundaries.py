@@ -33,7 +33,7 @@ LONG_MODULES = {
                                "success facts, rendering)"),
     "libero_gym/vector.py": (708, "LiberoAsyncVectorEnv, its worker loop and the failure handling between them "
                                   "(a dead, hung or stopped worker; workers watching their parent)"),
-    "tgrpo/policies/hf.py": (666, "HFVLAPolicy: encoding, sampling with and without the KV cache, log-probs, "
+    "tgrpo/policies/hf.py": (663, "HFVLAPolicy: encoding, sampling with and without the KV cache, log-probs, "
                                   "the reference adapter and the adapter files (model families and loading "
                                   "helpers are in hf_models.py, static-cache decoding in hf_decoding.py)"),
     "benchmarks/paper_table.py": (1116, "a benchmark script: plan, cells, run and resume, and every section, "

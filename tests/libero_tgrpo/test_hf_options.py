@@ -1,4 +1,5 @@
-"""The Hugging Face decoding options of the pipeline: --static-cache and --compile-decoding, on a tiny LLaVA."""
+"""The Hugging Face decoding options of the pipeline: --static-cache, --compile-decoding and --merged-sampling, on a
+tiny LLaVA."""
 
 import pytest
 
@@ -34,3 +35,21 @@ def test_static_decoding_flags_reach_the_policy_through_the_command_line(model_d
     with pytest.raises(ValueError, match="use_cache=False"):
         policy.use_cache = False
         policy.set_decoding(compile_decoding=True)
+
+
+def test_merged_sampling_flag_reaches_the_policy_through_the_command_line(model_dir):
+    """``--merged-sampling`` sets HFConfig, its policy keyword arguments and the built policy; like the other
+    decoding options it may change when a run is resumed."""
+    from libero_tgrpo.cli import parse
+    from libero_tgrpo.policies import build_policy
+    from libero_tgrpo.rundir import NOT_IDENTITY
+
+    cfg = parse(["train", "--policy", str(model_dir), "--merged-sampling", "--device", "cpu",
+                 "--dtype", "float32"])[1].options
+    assert cfg.hf.merged_sampling
+    kwargs = cfg.hf.policy_kwargs()
+    assert kwargs["merged_sampling"] is True
+    policy, spec = build_policy(str(model_dir), None, **kwargs)
+    assert policy.merged_sampling and spec["merged_sampling"] is True
+    assert not parse(["train"])[1].options.hf.merged_sampling
+    assert "hf.merged_sampling" in NOT_IDENTITY

@@ -29,3 +29,28 @@ def test_hf_gpu_tiny_smoke(tmp_path):
     assert res["runs"]["no_checkpointing"]["sample_static_ms"] > 0  # the static KV cache, timed beside
     assert "sample_compiled_ms" not in res["runs"]["no_checkpointing"]  # compiling on a CPU: only with --compile
     assert res["device"] == "cpu" and "versions" in res
+
+
+def test_hf_gpu_profile_tiny_smoke_and_plot(tmp_path):
+    """benchmarks/hf_gpu_profile.py splits a sampled action into processor, prefill and decoding steps (parts that
+    add up to the total) for the decodings asked for, draws them, and refuses an unknown decoding by name."""
+    script = str(ROOT / "benchmarks" / "hf_gpu_profile.py")
+    proc = subprocess.run(
+        [sys.executable, script, "--tiny", "--batch", "2", "--repeats", "1", "--image-size", "32",
+         "--variants", "dynamic,merged", "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=600, cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    res = json.loads((tmp_path / "hf_gpu_profile.json").read_text())
+    assert list(res["decodings"]) == ["dynamic", "merged"] and res["device"] == "cpu"
+    for row in res["decodings"].values():
+        assert row["encode_ms"] > 0 and row["prefill_ms"] > 0 and row["decode_ms"] > 0
+        assert abs(row["encode_ms"] + row["prefill_ms"] + row["decode_ms"] - row["sample_ms"]) < 1e-6
+    assert "=== merged" in (tmp_path / "hf_gpu_profile.txt").read_text()
+    plot = subprocess.run([sys.executable, script, "--plot", str(tmp_path / "hf_gpu_profile.json"), "--out",
+                           str(tmp_path)], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert plot.returncode == 0, plot.stderr[-2000:]
+    assert (tmp_path / "hf_gpu_profile.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    bad = subprocess.run([sys.executable, script, "--tiny", "--variants", "dynamic,warp", "--out", str(tmp_path)],
+                         capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert bad.returncode == 2 and "'dynamic,warp'" in bad.stderr and "merged_compiled" in bad.stderr

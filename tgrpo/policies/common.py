@@ -5,10 +5,11 @@ from __future__ import annotations
 import os
 import re
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from tgrpo.policy import dist_stats
@@ -54,6 +55,32 @@ def check_instructions(instructions: Sequence[str], batch: int) -> list[str]:
             f"got {len(out)} instructions for a batch of {batch} observations; pass one per row."
         )
     return out
+
+
+def camera_images(obs: Any, image_key: str, mirror: bool = False) -> np.ndarray:
+    """The [B, H, W, 3] uint8 camera images of an observation: ``obs[image_key]`` of a dict observation, or
+    ``obs`` itself; float images in [0, 1] are scaled to uint8; ``mirror`` flips them left-right.
+
+    Raises:
+        ValueError: naming the observation's keys when ``image_key`` is missing, or the shape when it is not
+            a batch of RGB images.
+    """
+    if isinstance(obs, Mapping):
+        if image_key not in obs:
+            raise ValueError(
+                f"observation key {image_key!r} not found; the observation has {sorted(obs)}. "
+                "Pass image_key=... naming the camera to use."
+            )
+        images = np.asarray(obs[image_key])
+    else:
+        images = np.asarray(obs)
+    if images.ndim != 4 or images.shape[-1] != 3:
+        raise ValueError(f"camera images have shape {images.shape}; a batch of RGB images [B, H, W, 3] is accepted.")
+    if images.dtype != np.uint8:
+        images = (np.clip(images, 0.0, 1.0) * 255).round().astype(np.uint8)
+    if mirror:
+        images = np.ascontiguousarray(images[:, :, ::-1])
+    return images
 
 
 def check_tokens(tokens: torch.Tensor, batch: int, action_dim: int, n_bins: int) -> torch.Tensor:

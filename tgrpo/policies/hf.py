@@ -41,6 +41,7 @@ transformers and peft are imported only inside these modules' functions (``pip i
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -51,12 +52,14 @@ import torch
 from torch import nn
 
 from tgrpo.policies.common import (
+    camera_images,
     check_instructions,
     check_tokens,
     sample_from_logits,
     token_stats,
 )
 from tgrpo.policies.hf_decoding import StaticDecoder
+from tgrpo.policies.hf_merge import MergedWeights
 from tgrpo.policies.hf_models import (  # noqa: F401 (re-exported: the public names of this module's API)
     DTYPES,
     HF_RECOMMENDED_LR,
@@ -127,6 +130,8 @@ class HFVLAPolicy(nn.Module):
             each decoding step has the same shapes; needs ``use_cache``.
         compile_decoding: also run each decoding step through ``torch.compile`` (CUDA graphs on a GPU; implies
             ``static_cache``). The first call of each batch size and prompt length compiles.
+        merged_sampling: sample on the base weights with the adapter merged in (:class:`MergedWeights`): no
+            adapter kernels in the sampling forwards, one kept copy of the adapted base weights in memory.
         recompute_old_log_probs: :meth:`sample` returns log-probs recomputed with the update's forward (the
             teacher-forced pass of :meth:`log_probs`, same micro-batches, same train/eval mode) instead of
             those of its decoding pass, so that the importance ratio is exactly 1 at the first update on the
@@ -159,6 +164,7 @@ class HFVLAPolicy(nn.Module):
         recompute_old_log_probs: bool = False,
         static_cache: bool = False,
         compile_decoding: bool = False,
+        merged_sampling: bool = False,
     ) -> None:
         super().__init__()
         from peft import PeftModel, get_peft_model
@@ -222,7 +228,8 @@ class HFVLAPolicy(nn.Module):
             else:
                 base.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
         self.model.eval()
-        self.set_decoding(static_cache=static_cache, compile_decoding=compile_decoding)
+        self.set_decoding(static_cache=static_cache, compile_decoding=compile_decoding,
+                          merged_sampling=merged_sampling)
 
     @classmethod
     def from_pretrained(
@@ -290,25 +297,7 @@ class HFVLAPolicy(nn.Module):
         return self.model.get_input_embeddings().weight.dtype
 
     def _images(self, obs: Observation) -> np.ndarray:
-        """The [B, H, W, 3] uint8 camera images of an observation."""
-        if isinstance(obs, Mapping):
-            if self.image_key not in obs:
-                raise ValueError(
-                    f"observation key {self.image_key!r} not found; the observation has {sorted(obs)}. "
-                    "Pass image_key=... naming the camera to use."
-                )
-            images = np.asarray(obs[self.image_key])
-        else:
-            images = np.asarray(obs)
-        if images.ndim != 4 or images.shape[-1] != 3:
-            raise ValueError(
-                f"camera images have shape {images.shape}; a batch of RGB images [B, H, W, 3] is accepted."
-            )
-        if images.dtype != np.uint8:
-            images = (np.clip(images, 0.0, 1.0) * 255).round().astype(np.uint8)
-        if self.mirror_images:
-            images = np.ascontiguousarray(images[:, :, ::-1])
-        return images
+        return camera_images(obs, self.image_key, self.mirror_images)
 
     def _encode(
         self, obs: Observation, instructions: Sequence[str]
@@ -407,7 +396,8 @@ class HFVLAPolicy(nn.Module):
         tokens = torch.zeros((b, self.action_dim), dtype=torch.long)
         logp = torch.zeros((b, self.action_dim), dtype=torch.float32)
         self.model.eval()
-        with torch.no_grad():
+        merged = self._merged.active() if self._merged is not None else contextlib.nullcontext()
+        with torch.no_grad(), merged:
             groups: dict[int, list[int]] = {}
             for r, p in enumerate(prompts):
                 groups.setdefault(len(p) if self.use_cache else 0, []).append(r)
@@ -416,6 +406,7 @@ class HFVLAPolicy(nn.Module):
                     rows = group[s : s + self.micro_batch_size]
                     tk, lp = self._sample_rows(prompts, extras, rows, temperature)
                     tokens[rows], logp[rows] = tk.cpu(), lp.cpu().float()
+        with torch.no_grad():
             if self.recompute_old_log_probs and temperature > 0:
                 # the update's forward: same micro-batches, same train/eval mode as log_probs under grad
                 logp = self._log_probs(prompts, extras, tokens, temperature, train=self.gradient_checkpointing)[0]
@@ -468,10 +459,13 @@ class HFVLAPolicy(nn.Module):
             length += 1
         return torch.stack(out_tok, 1), torch.stack(out_lp, 1)
 
-    def set_decoding(self, *, static_cache: bool = False, compile_decoding: bool = False) -> None:
+    def set_decoding(
+        self, *, static_cache: bool = False, compile_decoding: bool = False, merged_sampling: bool = False
+    ) -> None:
         """Choose how :meth:`sample` decodes with the KV cache: the dynamic cache (default), a static cache
         (:class:`StaticDecoder`), or a static cache with a compiled step (``compile_decoding`` implies
-        ``static_cache``). All three give the same tokens and log-probs, up to floating-point rounding.
+        ``static_cache``); each with or without the adapter merged into the base weights while sampling
+        (:class:`MergedWeights`). All give the same tokens and log-probs, up to floating-point rounding.
 
         Raises:
             ValueError: for a static cache without ``use_cache``, or a model whose decoding step cannot use one.
@@ -484,6 +478,9 @@ class HFVLAPolicy(nn.Module):
             )
         self._static = StaticDecoder(self._decoder(), compile=bool(compile_decoding)) if static else None
         self.static_cache, self.compile_decoding = static, bool(compile_decoding)
+        self._merged = None  # the kept weights of an earlier call are freed before a new copy is made
+        self._merged = MergedWeights(self.model) if merged_sampling else None
+        self.merged_sampling = bool(merged_sampling)
 
     def _decoder(self) -> Any:
         """The module that takes a cached decoding step: the (peft-wrapped) model, or its preset's submodule
