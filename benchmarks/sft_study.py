@@ -2,7 +2,7 @@
 regime among them.
 
 A setting (:class:`benchmarks._common.SFTSetting`) is how the SFT policy is made: the number of expert
-demonstrations, where they end, the expert's action noise, the epochs and the hidden widths. Units are run by
+demonstrations, where they end, the expert's action noise and when it lifts, the epochs and the hidden widths. Units are run by
 ``python -m benchmarks.tuning_sweep run --study sft`` (SFT only, greedy on the held-out placements); this module
 builds the grid, aggregates the finished units and applies the choice rule (:func:`choose_sft_setting`).
 
@@ -12,6 +12,12 @@ policy, once a few millimetres off that path, meets states that no demonstration
 ``demo_noise > 0`` the executed x, y actions wander and the expert's next actions correct them, so the set
 shows corrections (noise injection in behaviour cloning, as in DART, Laskey et al. 2017); each recorded action
 is the expert's own, noise-free answer to the state the noisy run reached.
+
+Why when the expert lifts is a dimension (``expert_close_steps``): by default the expert holds the closed
+gripper at least 6 steps and until the fingers stop. When they stop earlier, it waits at a still state and then
+lifts from that same state: the state shows no count, so a policy without memory, cloned from those steps,
+meets one state labelled both "hold" and "lift" and, holding, stays there. With ``close_steps=0`` it lifts as
+soon as the fingers stop.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks._common import SFTSetting
-from libero_tgrpo.stage_configs import DEMO_UNTIL
+from libero_tgrpo.stage_configs import DEMO_UNTIL, EXPERT_CLOSE_STEPS
 
 __all__ = ["SFT_TARGET_SUCCESS", "sft_grid", "sft_study_rows", "sft_study_by_setting", "choose_sft_setting",
            "section_sft_study"]
@@ -35,10 +41,11 @@ that reaches it; ``--sft-target`` changes it."""
 
 
 def sft_grid(num_demos: list[int], epochs: list[int], hidden: list[tuple[int, ...]],
-             until: tuple[str, ...] = (DEMO_UNTIL,), noise: tuple[float, ...] = (0.0,)) -> list[SFTSetting]:
+             until: tuple[str, ...] = (DEMO_UNTIL,), noise: tuple[float, ...] = (0.0,),
+             close_steps: tuple[int, ...] = (EXPERT_CLOSE_STEPS,)) -> list[SFTSetting]:
     """Every combination of the SFT study's lists, in order."""
-    return [SFTSetting(d, e, tuple(h), u, float(z))
-            for d, e, h, u, z in itertools.product(num_demos, epochs, hidden, until, noise)]
+    return [SFTSetting(d, e, tuple(h), u, float(z), int(c))
+            for d, e, h, u, z, c in itertools.product(num_demos, epochs, hidden, until, noise, close_steps)]
 
 
 def sft_study_rows(units: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -76,7 +83,8 @@ def sft_study_by_setting(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def choose_sft_setting(rows: list[dict[str, Any]], target: float = SFT_TARGET_SUCCESS) -> dict[str, Any] | None:
     """The paper-level SFT regime: the smallest setting (:attr:`SFTSetting.size`: fewest demonstrations, then
-    epochs, then hidden units, then the lowest expert noise) whose held-out LIBERO success, averaged over the study's tasks, is >= ``target``
+    epochs, then hidden units, then the lowest expert noise, then the default expert) whose held-out LIBERO success,
+    averaged over the study's tasks, is >= ``target``
     (%), among the settings run on every task of the study.
 
     Returns:
@@ -110,7 +118,8 @@ def section_sft_study(rows: list[dict[str, Any]], choice: dict[str, Any] | None,
     lines = ["", "## SFT regime study: SFT settings scored on training placements", "",
              f"SFT only (no RL), greedy on the same {n_place} held-out training placements, mean ± std over seeds. "
              "Setting `dD_eE_hH`: D demonstrations, E epochs, hidden widths H (`_u-success`: demonstrations that end at "
-             "LIBERO's success, before the release; `_nzZ`: an expert with action noise Z).", "",
+             "LIBERO's success, before the release; `_nzZ`: an expert with action noise Z; `_csC`: an expert that "
+             "holds the gripper closed at least C steps before lifting, not 6).", "",
              "| task | setting | seeds | LIBERO success % | placed % | SFT time (s) |", "|---|---|---|---|---|---|"]
     for r in rows:
         t = "-" if r["sft_seconds"] is None else f"{r['sft_seconds']:.0f}"
@@ -124,7 +133,7 @@ def section_sft_study(rows: list[dict[str, Any]], choice: dict[str, Any] | None,
     if choice is None:
         return lines
     rule = (f"Rule: the smallest setting (fewest demonstrations, then fewest epochs, then fewest hidden units, then "
-            f"the lowest expert noise) whose "
+            f"the lowest expert noise, then the default expert) whose "
             f"held-out LIBERO success averaged over the study's tasks ({', '.join(f'T{t}' for t in choice['tasks'])})"
             f" reaches {choice['target']:g}%, among the settings run on all of them.")
     if choice["reached"]:
@@ -134,7 +143,9 @@ def section_sft_study(rows: list[dict[str, Any]], choice: dict[str, Any] | None,
                   f"regime takes it as `benchmarks.paper_table.PAPER_SFT = SFTSetting(num_demos={st.num_demos}, "
                   f"epochs={st.epochs}, hidden={st.hidden}"
                   + ("" if st.demo_until == DEMO_UNTIL else f", demo_until={st.demo_until!r}")
-                  + (f", demo_noise={st.demo_noise:g}" if st.demo_noise else "") + ")`."]
+                  + (f", demo_noise={st.demo_noise:g}" if st.demo_noise else "")
+                  + ("" if st.expert_close_steps == EXPERT_CLOSE_STEPS else
+                     f", expert_close_steps={st.expert_close_steps}") + ")`."]
     else:
         best = choice.get("best")
         lines += ["", rule, "No setting reaches it" + ("" if best is None else

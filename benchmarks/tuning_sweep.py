@@ -44,7 +44,7 @@ over the study's tasks (each task the mean over seeds), reaches ``--sft-target``
         --num-demos 20,50,100,200,400 --sft-epochs 100,300 --hidden 128x128,256x256
     python -m benchmarks.tuning_sweep summary --sft-target 85
 
-``--demo-noise 0,0.2`` adds the expert's action noise as a dimension (see :mod:`benchmarks.sft_study` for why).
+``--demo-noise 0,0.2`` and ``--expert-close-steps 6,0`` add the expert's noise and lift rule (see sft_study).
 The grid, the aggregation and the choice rule are in :mod:`benchmarks.sft_study`.
 
 Default study plan: Tasks 2, 4 and 10 (the paper-level regime's tasks), seeds 0-2, demonstrations {20, 50,
@@ -77,7 +77,7 @@ from benchmarks.sft_study import (
 )
 from libero_gym import TERMINATION_KEYS
 from libero_tgrpo.files import write_json, write_text
-from libero_tgrpo.stage_configs import DEMO_UNTIL
+from libero_tgrpo.stage_configs import DEMO_UNTIL, EXPERT_CLOSE_STEPS
 
 DEFAULT_OUT = "outputs/tuning_sweep"
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -314,17 +314,13 @@ def run_unit(out_dir: Path, unit: Unit, size: UnitSize) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------------- commands
-def _floats(text: str) -> list[float]:
+def _floats(text: str, flag: str = "", low: float | None = None) -> list[float]:
     try:
-        return [float(v) for v in text.split(",") if v.strip()]
+        values = [float(v) for v in text.split(",") if v.strip()]
     except ValueError as e:
-        raise SystemExit(f"{text!r} is not a comma-separated list of numbers: {e}") from e
-
-
-def _noises(text: str) -> list[float]:
-    values = _floats(text)
-    if not values or min(values) < 0:
-        raise SystemExit(f"--demo-noise {text!r} is not accepted: give standard deviations >= 0, by commas")
+        raise SystemExit(f"{flag} {text!r} is not a comma-separated list of numbers: {e}".lstrip()) from e
+    if low is not None and (not values or min(values) < low):
+        raise SystemExit(f"{flag} {text!r} is not accepted: give numbers >= {low:g}, by commas")
     return values
 
 
@@ -342,13 +338,13 @@ def _hidden_list(text: str) -> list[tuple[int, ...]]:
         raise SystemExit(f"--hidden {text!r} is not accepted ({e}): give settings like '128x128,256x256'") from e
 
 
-def _positive_ints(text: str, flag: str) -> list[int]:
+def _positive_ints(text: str, flag: str, low: int = 1) -> list[int]:
     try:
         values = parse_ints(text)
     except ValueError as e:
         raise SystemExit(f"{flag} {text!r} is not a list of integers: {e}") from e
-    if not values or min(values) < 1:
-        raise SystemExit(f"{flag} {text!r} is not accepted: give integers >= 1, e.g. '20,100,200'")
+    if not values or min(values) < low:
+        raise SystemExit(f"{flag} {text!r} is not accepted: give integers >= {low}, e.g. '20,100,200'")
     return values
 
 
@@ -373,7 +369,8 @@ def _plan_from(args: argparse.Namespace) -> tuple[list[Unit], UnitSize]:
     if args.study == "sft":
         grid = sft_grid(_positive_ints(args.num_demos, "--num-demos"), _positive_ints(args.sft_epochs, "--sft-epochs"),
                         _hidden_list(args.hidden), tuple(_choices(args.demo_until, "--demo-until", TERMINATION_KEYS)),
-                        tuple(_noises(args.demo_noise)))
+                        tuple(_floats(args.demo_noise, "--demo-noise", low=0.0)),
+                        tuple(_positive_ints(args.expert_close_steps, "--expert-close-steps", low=0)))
         units = sft_plan(tasks, parse_ints(args.seeds), grid)
         for u in units:  # every config of the plan is built (and so checked) before any work starts
             _config(u, size, Path(args.out_dir))
@@ -609,6 +606,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="SFT study: where the demonstrations end, is_placed and/or is_success (default: %(default)s)")
         p.add_argument("--demo-noise", default="0",
                        help="SFT study: the expert's action noise (standard deviations) (default: %(default)s)")
+        p.add_argument("--expert-close-steps", default=str(EXPERT_CLOSE_STEPS),
+                       help="SFT study: the expert's close_steps, least steps closed before lifting (default: %(default)s)")
         p.add_argument("--iterations", type=int, default=None, help="RL iterations (default: the main job's)")
         p.add_argument("--num-envs", type=int, default=None, help="group size M (default: the main job's)")
         p.add_argument("--eval-placements", type=int, default=30,

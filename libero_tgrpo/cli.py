@@ -99,6 +99,7 @@ def _cmd_demos(args: DemosCommand) -> int:
         cache_dir=cache_dir,
         workers=d.workers,
         terminate_on=d.until,
+        close_steps=d.expert_close_steps,
         progress=cfg.progress,
         log=say,
     )

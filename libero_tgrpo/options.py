@@ -118,6 +118,7 @@ OPTIONS: dict[type, dict[str, Flag | None]] = {
         **{s: None for s in SECTIONS},
     },
     DemoConfig: {"num_demos": Flag("num-demos"), "demo_seed": Flag("demo-seed"), "demo_noise": Flag("demo-noise"),
+                 "expert_close_steps": Flag("expert-close-steps"),
                  "demo_cache": Flag("demo-cache"), "demos_path": Flag("demos"), "workers": Flag("workers"),
                  "until": Flag("demo-until")},
     SFTConfig: {"epochs": Flag("sft-epochs"), "lr": Flag("sft-lr"), "batch_size": Flag("sft-batch-size"),

@@ -22,6 +22,7 @@ from libero_tgrpo.demo_set import DemoSet, demos_digest
 from libero_tgrpo.files import LOCK_NAME, DirLock, RunDirError, check_writable, write_json, write_text
 from libero_tgrpo.options import command_line, save_config
 from libero_tgrpo.progress import say as _default_say
+from libero_tgrpo.stage_configs import EXPERT_CLOSE_STEPS
 from libero_tgrpo.versions import now
 
 __all__ = ["RunDir", "RunDirError", "run_identity", "file_digest", "RUN_RECORD", "NOT_IDENTITY"]
@@ -42,6 +43,10 @@ NOT_IDENTITY = frozenset({"output_dir", "resume", "resume_or_start", "overwrite"
 RL goes on and what it logs on the way (sinks, videos, snapshots), how a Hugging Face model decodes (the static
 KV cache and merged sampling give the dynamic cache's tokens, up to rounding), not what it computes (the demonstrations'
 content is compared by its digest, not by where the cache lies)."""
+
+ADDED_LATER: dict[str, Any] = {"demos.expert_close_steps": EXPERT_CLOSE_STEPS}
+"""Identity keys added after runs had been recorded, with the value every such run had: a record without the key
+reads as that value, so that those runs can still be resumed."""
 
 _LEGACY_MARKERS = ("config.json", "command.txt", "checkpoint.pt", "metrics.jsonl", "metrics.csv", "policy.pt",
                    "eval.json", "summary.json")
@@ -187,7 +192,7 @@ class RunDir:
         for key in sorted(set(old) | set(identity), key=lambda k: (k.count("."), k)):
             if key in NOT_IDENTITY:
                 continue
-            a, b = old.get(key, "(not set)"), identity.get(key, "(not set)")
+            a, b = old.get(key, ADDED_LATER.get(key, "(not set)")), identity.get(key, "(not set)")
             if a != b:
                 diffs.append(f"{key}: {a!r} -> {b!r}")
         if diffs:

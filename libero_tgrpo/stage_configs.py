@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from libero_gym import MAX_EPISODE_STEPS, NUM_INIT_STATES, TERMINATION_KEYS
+from libero_gym.experts import ExpertConfig
 from libero_tgrpo.parsing import parse_states
 from tgrpo.config import ConfigError
 
@@ -40,6 +41,9 @@ whose release steps, labelled "open" right above the object, make the state poli
 (Task2: 0% instead of 80-97%). RL still trains on episodes that end on placement, and learns the release there.
 """
 
+EXPERT_CLOSE_STEPS = ExpertConfig.close_steps
+"""The scripted expert's default ``close_steps`` (6): what the demonstrations of every recorded run used."""
+
 
 @dataclass
 class DemoConfig:
@@ -52,6 +56,10 @@ class DemoConfig:
     demo_noise: float = 0.0
     """Standard deviation of the noise on the x and y position actions the expert executes; the demonstrations
     record its noise-free actions, so they show how to come back from a miss (0: a deterministic expert)."""
+    expert_close_steps: int = EXPERT_CLOSE_STEPS
+    """Steps the expert holds the gripper closed at least before lifting (``ExpertConfig.close_steps``); it lifts
+    once the fingers have also stopped moving. With 0 it lifts as soon as they stop, which a policy without memory
+    can see in the state; with more, it waits at a still state for a count the state does not show."""
     demo_cache: str = "outputs/demos"
     """Directory of cached demonstration sets (shared between runs)."""
     demos_path: str | None = None
@@ -70,6 +78,9 @@ class DemoConfig:
                 f"num_demos={self.num_demos!r} is not accepted: give an int >= 1 (--num-demos).")
         require(isinstance(self.demo_noise, (int, float)) and 0 <= self.demo_noise < float("inf"),
                 f"demo_noise={self.demo_noise!r} is not accepted: it must be a finite number >= 0 (--demo-noise).")
+        require(is_int(self.expert_close_steps) and self.expert_close_steps >= 0,
+                f"expert_close_steps={self.expert_close_steps!r} is not accepted: give an int >= 0 "
+                "(--expert-close-steps).")
         require(is_int(self.workers) and self.workers >= 1,
                 f"workers={self.workers!r} is not accepted: give an int >= 1 (--workers).")
         require(self.demo_seed is None or is_int(self.demo_seed),

@@ -198,3 +198,36 @@ def test_a_noisy_expert_set_records_the_experts_own_actions():
     env.close()
     np.testing.assert_array_equal(demos.actions, rec["intended_actions"][: demos.num_steps])
     assert np.abs(demos.actions[:, :2] - rec["actions"][: demos.num_steps, :2]).mean() > 0.05
+
+
+def test_expert_close_steps_sets_when_the_expert_lifts(tmp_path):
+    """--expert-close-steps 0: from the same placement the expert lifts as soon as the fingers stop, earlier than
+    the default expert (which holds at least 6 steps); its set is cached under its own name and records the value.
+    The default adds nothing to the cache name (sets recorded before the option are found again)."""
+    from libero_tgrpo.cli import parse
+    from libero_tgrpo.stages import run_demos
+
+    cfg = parse(["run", "--num-demos", "1", "--demo-cache", str(tmp_path), "--workers", "1", "--quiet"])[1].options
+    assert cfg.demos.expert_close_steps == 6
+    default, default_path = run_demos(cfg, say=lambda _: None)
+    quick, quick_path = run_demos(cfg.replace(**{"demos.expert_close_steps": 0}), say=lambda _: None)
+    assert default_path == demos_cache_path(tmp_path, 4, 1, 0) and "_close" not in default_path.name
+    assert quick_path.name == default_path.name.replace("_state_expert", "_state_close0_expert")
+    assert default.meta["expert_close_steps"] == 6 and quick.meta["expert_close_steps"] == 0
+
+    def closed_before_lift(demos):  # steps with the gripper closed and no upward motion, before the first lift
+        closed = demos.actions[:, -1] > 0
+        first = int(np.argmax(closed))
+        up = np.flatnonzero(demos.actions[first:, 2] > 0.05)
+        return int(up[0]) if up.size else len(demos.actions) - first
+
+    assert closed_before_lift(quick) < closed_before_lift(default)
+    first = int(np.argmax(default.actions[:, -1] > 0))
+    np.testing.assert_array_equal(quick.actions[:first], default.actions[:first])  # the same run up to the grasp
+    from libero_tgrpo.demos import generate_demos
+
+    with pytest.raises(ValueError, match="close_steps=-1"):
+        generate_demos(4, 1, close_steps=-1)
+    with pytest.raises(SystemExit):
+        parse(["run", "--expert-close-steps", "-1"])
+

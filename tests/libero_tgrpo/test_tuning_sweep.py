@@ -239,6 +239,30 @@ def test_the_experts_noise_is_a_dimension_of_the_sft_study(tmp_path):
             ts.main(_args(tmp_path, "--study", "sft", "--demo-noise", bad))
 
 
+def test_when_the_expert_lifts_is_a_dimension_of_the_sft_study(tmp_path):
+    """--expert-close-steps 6,0 doubles the grid; the other expert has its own key, SFT directory and demonstrations;
+    at equal results the default expert is chosen; a unit recorded before the dimension reads as the default."""
+    grid = ts.sft_grid([100], [100], [(128, 128)], noise=(0.2,), close_steps=(6, 0))
+    assert [g.key for g in grid] == ["d100_e100_h128x128_u-success_nz0.2", "d100_e100_h128x128_u-success_nz0.2_cs0"]
+    assert "expert close_steps 0" in grid[1].describe() and "close_steps" not in grid[0].describe()
+    assert ts.SFTSetting.of(asdict(grid[1])) == grid[1]
+    old = asdict(grid[0])
+    del old["expert_close_steps"]
+    assert ts.SFTSetting.of(old) == grid[0]
+    unit = ts.Unit(4, 0, sft=grid[1])
+    assert ts._config(unit, ts.UnitSize(), tmp_path).demos.expert_close_steps == 0
+    assert unit.sft_dir(tmp_path).name == "task4_seed0_d100_e100_h128x128_u-success_nz0.2_cs0"
+    units, _ = ts._plan_from(ts.build_parser().parse_args(_args(
+        tmp_path, "--study", "sft", "--num-demos", "100", "--sft-epochs", "100", "--expert-close-steps", "6,0")))
+    assert sorted({u.sft.expert_close_steps for u in units}) == [0, 6] and len(units) == 2 * 3 * 3
+    units = [_study_unit(4, 0, grid[1], 0.9, 0.5), _study_unit(4, 0, grid[0], 0.9, 0.6)]
+    for u, g in zip(units, grid[::-1]):
+        u["sft_setting"] = asdict(g)
+    assert ts.choose_sft_setting(ts.sft_study_rows(units), 85.0)["setting"] == grid[0].key
+    with pytest.raises(SystemExit, match="--expert-close-steps"):
+        ts.main(_args(tmp_path, "--study", "sft", "--expert-close-steps", "x"))
+
+
 def test_bad_sft_study_values_fail_before_any_unit(tmp_path, monkeypatch):
     monkeypatch.setattr(ts, "run_unit", lambda *a: pytest.fail("a unit ran"))
     with pytest.raises(SystemExit, match="--num-demos '0,20'"):
@@ -256,8 +280,10 @@ def test_a_tiny_real_sft_study_unit(tmp_path, monkeypatch, demo_cache):
     rec = ts.run_unit(tmp_path / "sweep", unit, ts.UnitSize(eval_placements=2, eval_envs=1, quiet=True))
     assert rec["setting_key"] == "sft_d3_e2_h16_u-success" and rec["sft_setting"] == {"num_demos": 3, "epochs": 2,
                                                                             "hidden": (16,), "demo_until": "is_success",
-                                                                            "demo_noise": 0.0}
+                                                                            "demo_noise": 0.0,
+                                                                            "expert_close_steps": 6}
     assert rec["config"]["demos"]["until"] == "is_success" and rec["config"]["demos"]["demo_noise"] == 0.0
+    assert rec["config"]["demos"]["expert_close_steps"] == 6
     assert rec["placement_seeds"] == ts.heldout_placements(2) and "train" not in rec
     assert rec["config"]["demos"]["num_demos"] == 3 and rec["config"]["hidden"] == [16]
     assert (unit.sft_dir(tmp_path / "sweep") / "policy.pt").is_file() and "sft" in rec["timings_s"]
