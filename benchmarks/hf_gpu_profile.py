@@ -32,20 +32,16 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._common import RESULTS  # noqa: E402
-from benchmarks.hf_gpu import build_policy  # noqa: E402
+from benchmarks.hf_gpu import DECODINGS, build_policy  # noqa: E402
 from benchmarks.policy_throughput import INSTRUCTION, SyntheticCameraEnv  # noqa: E402
 from libero_tgrpo import files  # noqa: E402
 from libero_tgrpo.versions import machine, now, versions  # noqa: E402
 
-#: name -> (``set_decoding`` keywords, LoRA adapter off while sampling)
-VARIANTS: dict[str, tuple[dict[str, bool], bool]] = {
-    "dynamic": ({}, False),
-    "dynamic_lora_off": ({}, True),
-    "static": ({"static_cache": True}, False),
-    "compiled": ({"compile_decoding": True}, False),
-    "merged": ({"merged_sampling": True}, False),
-    "merged_compiled": ({"merged_sampling": True, "compile_decoding": True}, False),
-}
+#: name -> (``set_decoding`` keywords, LoRA adapter off while sampling): ``hf_gpu.py``'s decodings, and the
+#: dynamic cache with the adapter off (the base model) after the first
+VARIANTS: dict[str, tuple[dict[str, bool], bool]] = {"dynamic": (DECODINGS["dynamic"], False),
+                                                     "dynamic_lora_off": (DECODINGS["dynamic"], True)}
+VARIANTS |= {name.replace("-", "_"): (kw, False) for name, kw in DECODINGS.items() if name != "dynamic"}
 
 
 def split_sample(policy: Any, obs: Any, instr: list[str], repeats: int, sync: Any) -> dict[str, float]:

@@ -338,7 +338,7 @@ def _hidden_list(text: str) -> list[tuple[int, ...]]:
         raise SystemExit(f"--hidden {text!r} is not accepted ({e}): give settings like '128x128,256x256'") from e
 
 
-def _positive_ints(text: str, flag: str, low: int = 1) -> list[int]:
+def _int_list(text: str, flag: str, low: int = 1) -> list[int]:
     try:
         values = parse_ints(text)
     except ValueError as e:
@@ -367,10 +367,10 @@ def _plan_from(args: argparse.Namespace) -> tuple[list[Unit], UnitSize]:
     if size.eval_placements < 1 or size.eval_envs < 1:
         raise SystemExit(f"--eval-placements {size.eval_placements} and --eval-envs {size.eval_envs} must be >= 1")
     if args.study == "sft":
-        grid = sft_grid(_positive_ints(args.num_demos, "--num-demos"), _positive_ints(args.sft_epochs, "--sft-epochs"),
+        grid = sft_grid(_int_list(args.num_demos, "--num-demos"), _int_list(args.sft_epochs, "--sft-epochs"),
                         _hidden_list(args.hidden), tuple(_choices(args.demo_until, "--demo-until", TERMINATION_KEYS)),
                         tuple(_floats(args.demo_noise, "--demo-noise", low=0.0)),
-                        tuple(_positive_ints(args.expert_close_steps, "--expert-close-steps", low=0)))
+                        tuple(_int_list(args.expert_close_steps, "--expert-close-steps", low=0)))
         units = sft_plan(tasks, parse_ints(args.seeds), grid)
         for u in units:  # every config of the plan is built (and so checked) before any work starts
             _config(u, size, Path(args.out_dir))

@@ -29,7 +29,7 @@ import numpy as np
 
 from libero_tgrpo.demo_set import DEMO_FORMAT_VERSION, DemoSet
 from libero_tgrpo.progress import progress_bar
-from libero_tgrpo.stage_configs import DEMO_UNTIL, EXPERT_CLOSE_STEPS
+from libero_tgrpo.stage_configs import DEMO_UNTIL, EXPERT_CLOSE_STEPS, is_int
 from libero_tgrpo.versions import versions
 
 __all__ = ["EPISODE_SEED_STRIDE", "MAX_ATTEMPTS_FACTOR", "expert_version", "generate_demos"]
@@ -135,7 +135,7 @@ def generate_demos(
         raise ValueError(f"n={n!r} is not accepted: give the number of demonstrations as an int >= 1.")
     if noise < 0:
         raise ValueError(f"noise={noise!r} is not accepted: give a standard deviation >= 0.")
-    if not isinstance(close_steps, int) or isinstance(close_steps, bool) or close_steps < 0:
+    if not is_int(close_steps) or close_steps < 0:
         raise ValueError(f"close_steps={close_steps!r} is not accepted: give an int >= 0.")
     if workers < 1:
         raise ValueError(f"workers={workers!r} is not accepted: give an int >= 1.")
