@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from libero_tgrpo import files
-from libero_tgrpo.stage_configs import DEMO_UNTIL, EXPERT_CLOSE_STEPS
+from libero_tgrpo.stage_configs import DEMO_UNTIL, EXPERT_CLOSE_STEPS, EXPERT_LIFT
 from libero_tgrpo.versions import machine, now, versions
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -91,6 +91,9 @@ class SFTSetting:
     expert_close_steps: int = EXPERT_CLOSE_STEPS
     """The expert's ``close_steps`` (``DemoConfig.expert_close_steps``); the default, 6, is what units written
     before it existed used."""
+    expert_lift: str = EXPERT_LIFT
+    """The expert's lift rule (``DemoConfig.expert_lift``); the default, ``"timer"``, is what units written before
+    it existed used."""
 
     @classmethod
     def main_job(cls) -> SFTSetting:
@@ -103,41 +106,46 @@ class SFTSetting:
     def of_config(cls, cfg: Any) -> SFTSetting:
         """The SFT setting a ``libero_tgrpo.PipelineConfig`` trains with."""
         return cls(cfg.demos.num_demos, cfg.sft.epochs, tuple(cfg.hidden), cfg.demos.until, cfg.demos.demo_noise,
-                   cfg.demos.expert_close_steps)
+                   cfg.demos.expert_close_steps, cfg.demos.expert_lift)
 
     @classmethod
     def of(cls, record: dict[str, Any]) -> SFTSetting:
         """The setting of its ``asdict`` form (a unit's ``sft_setting``)."""
         return cls(int(record["num_demos"]), int(record["epochs"]), tuple(int(h) for h in record["hidden"]),
                    record.get("demo_until", "is_placed"), float(record.get("demo_noise", 0.0)),
-                   int(record.get("expert_close_steps", EXPERT_CLOSE_STEPS)))
+                   int(record.get("expert_close_steps", EXPERT_CLOSE_STEPS)),
+                   str(record.get("expert_lift", EXPERT_LIFT)))
 
     @property
     def key(self) -> str:
         """``d100_e300_h128x128``; ``_u-success`` appended for demonstrations that end at LIBERO's success,
-        ``_nz0.2`` for an expert with action noise 0.2, ``_cs0`` for an expert with ``close_steps=0``."""
+        ``_nz0.2`` for an expert with action noise 0.2, ``_cs0`` for an expert with ``close_steps=0``,
+        ``_lift-still`` for an expert with the ``"still"`` lift rule."""
         end = "" if self.demo_until == "is_placed" else "_u-" + self.demo_until.removeprefix("is_")
         noise = f"_nz{self.demo_noise:g}" if self.demo_noise else ""
         close = "" if self.expert_close_steps == EXPERT_CLOSE_STEPS else f"_cs{self.expert_close_steps}"
+        close += "" if self.expert_lift == EXPERT_LIFT else f"_lift-{self.expert_lift}"
         return f"d{self.num_demos}_e{self.epochs}_h{'x'.join(map(str, self.hidden))}{end}{noise}{close}"
 
     @property
     def size(self) -> tuple[int, int, int, float, bool]:
         """What "smallest" means in :func:`benchmarks.sft_study.choose_sft_setting`: demonstrations, then epochs,
-        then hidden units, then the expert's noise, then the default expert before another ``close_steps``."""
+        then hidden units, then the expert's noise, then the default expert before another ``close_steps`` or lift
+        rule."""
         return (self.num_demos, self.epochs, sum(self.hidden), self.demo_noise,
-                self.expert_close_steps != EXPERT_CLOSE_STEPS)
+                self.expert_close_steps != EXPERT_CLOSE_STEPS or self.expert_lift != EXPERT_LIFT)
 
     def describe(self) -> str:
         """``100 demonstrations, 300 epochs, hidden 128x128`` (and ``, demonstrations until LIBERO's success``,
-        ``, expert noise 0.2``, ``, expert close_steps 0``)."""
+        ``, expert noise 0.2``, ``, expert close_steps 0``, ``, expert lift rule still``)."""
         end = "" if self.demo_until == "is_placed" else ", demonstrations until LIBERO's success"
         end += f", expert noise {self.demo_noise:g}" if self.demo_noise else ""
         end += "" if self.expert_close_steps == EXPERT_CLOSE_STEPS else f", expert close_steps {self.expert_close_steps}"
+        end += "" if self.expert_lift == EXPERT_LIFT else f", expert lift rule {self.expert_lift}"
         return f"{self.num_demos} demonstrations, {self.epochs} epochs, hidden {'x'.join(map(str, self.hidden))}{end}"
 
     def overrides(self) -> dict[str, Any]:
         """``PipelineConfig.replace`` changes of the setting."""
         return {"demos.num_demos": self.num_demos, "sft.epochs": self.epochs, "hidden": tuple(self.hidden),
                 "demos.until": self.demo_until, "demos.demo_noise": self.demo_noise,
-                "demos.expert_close_steps": self.expert_close_steps}
+                "demos.expert_close_steps": self.expert_close_steps, "demos.expert_lift": self.expert_lift}

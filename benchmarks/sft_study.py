@@ -16,8 +16,9 @@ is the expert's own, noise-free answer to the state the noisy run reached.
 Why when the expert lifts is a dimension (``expert_close_steps``): by default the expert holds the closed
 gripper at least 6 steps and until the fingers stop. When they stop earlier, it waits at a still state and then
 lifts from that same state: the state shows no count, so a policy without memory, cloned from those steps,
-meets one state labelled both "hold" and "lift" and, holding, stays there. With ``close_steps=0`` it lifts as
-soon as the fingers stop.
+meets one state labelled both "hold" and "lift" and, holding, stays there. With ``close_steps=0`` it starts
+lifting at the first closed step, and the fingers close during the slow lift (this loses Task2's flat box). The
+lift rule (``expert_lift="still"``) lifts at the first step the fingers stop instead, which the state shows.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks._common import SFTSetting
-from libero_tgrpo.stage_configs import DEMO_UNTIL, EXPERT_CLOSE_STEPS
+from libero_tgrpo.stage_configs import DEMO_UNTIL, EXPERT_CLOSE_STEPS, EXPERT_LIFT
 
 __all__ = ["SFT_TARGET_SUCCESS", "sft_grid", "sft_study_rows", "sft_study_by_setting", "choose_sft_setting",
            "section_sft_study"]
@@ -42,10 +43,11 @@ that reaches it; ``--sft-target`` changes it."""
 
 def sft_grid(num_demos: list[int], epochs: list[int], hidden: list[tuple[int, ...]],
              until: tuple[str, ...] = (DEMO_UNTIL,), noise: tuple[float, ...] = (0.0,),
-             close_steps: tuple[int, ...] = (EXPERT_CLOSE_STEPS,)) -> list[SFTSetting]:
+             close_steps: tuple[int, ...] = (EXPERT_CLOSE_STEPS,),
+             lift: tuple[str, ...] = (EXPERT_LIFT,)) -> list[SFTSetting]:
     """Every combination of the SFT study's lists, in order."""
-    return [SFTSetting(d, e, tuple(h), u, float(z), int(c))
-            for d, e, h, u, z, c in itertools.product(num_demos, epochs, hidden, until, noise, close_steps)]
+    return [SFTSetting(d, e, tuple(h), u, float(z), int(c), str(r))
+            for d, e, h, u, z, c, r in itertools.product(num_demos, epochs, hidden, until, noise, close_steps, lift)]
 
 
 def sft_study_rows(units: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -145,7 +147,8 @@ def section_sft_study(rows: list[dict[str, Any]], choice: dict[str, Any] | None,
                   + ("" if st.demo_until == DEMO_UNTIL else f", demo_until={st.demo_until!r}")
                   + (f", demo_noise={st.demo_noise:g}" if st.demo_noise else "")
                   + ("" if st.expert_close_steps == EXPERT_CLOSE_STEPS else
-                     f", expert_close_steps={st.expert_close_steps}") + ")`."]
+                     f", expert_close_steps={st.expert_close_steps}")
+                  + ("" if st.expert_lift == EXPERT_LIFT else f", expert_lift={st.expert_lift!r}") + ")`."]
     else:
         best = choice.get("best")
         lines += ["", rule, "No setting reaches it" + ("" if best is None else

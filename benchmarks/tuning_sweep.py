@@ -76,8 +76,9 @@ from benchmarks.sft_study import (
     sft_study_rows,
 )
 from libero_gym import TERMINATION_KEYS
+from libero_gym.experts import LIFT_RULES
 from libero_tgrpo.files import write_json, write_text
-from libero_tgrpo.stage_configs import DEMO_UNTIL, EXPERT_CLOSE_STEPS
+from libero_tgrpo.stage_configs import DEMO_UNTIL, EXPERT_CLOSE_STEPS, EXPERT_LIFT
 
 DEFAULT_OUT = "outputs/tuning_sweep"
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -370,7 +371,8 @@ def _plan_from(args: argparse.Namespace) -> tuple[list[Unit], UnitSize]:
         grid = sft_grid(_int_list(args.num_demos, "--num-demos"), _int_list(args.sft_epochs, "--sft-epochs"),
                         _hidden_list(args.hidden), tuple(_choices(args.demo_until, "--demo-until", TERMINATION_KEYS)),
                         tuple(_floats(args.demo_noise, "--demo-noise", low=0.0)),
-                        tuple(_int_list(args.expert_close_steps, "--expert-close-steps", low=0)))
+                        tuple(_int_list(args.expert_close_steps, "--expert-close-steps", low=0)),
+                        tuple(_choices(args.expert_lift, "--expert-lift", LIFT_RULES)))
         units = sft_plan(tasks, parse_ints(args.seeds), grid)
         for u in units:  # every config of the plan is built (and so checked) before any work starts
             _config(u, size, Path(args.out_dir))
@@ -608,6 +610,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="SFT study: the expert's action noise (standard deviations) (default: %(default)s)")
         p.add_argument("--expert-close-steps", default=str(EXPERT_CLOSE_STEPS),
                        help="SFT study: the expert's close_steps, least steps closed before lifting (default: %(default)s)")
+        p.add_argument("--expert-lift", default=EXPERT_LIFT,
+                       help="SFT study: the expert's lift rules, timer and/or still (default: %(default)s)")
         p.add_argument("--iterations", type=int, default=None, help="RL iterations (default: the main job's)")
         p.add_argument("--num-envs", type=int, default=None, help="group size M (default: the main job's)")
         p.add_argument("--eval-placements", type=int, default=30,

@@ -15,7 +15,7 @@ import numpy as np
 
 from libero_gym.tasks import ObjectTask, get_task
 
-__all__ = ["ExpertConfig", "ScriptedExpert", "run_expert_episode"]
+__all__ = ["LIFT_RULES", "ExpertConfig", "ScriptedExpert", "run_expert_episode"]
 
 POS_SCALE = 0.05
 """Metres of end-effector motion commanded by a position action of 1.0 (robosuite OSC_POSE default)."""
@@ -59,8 +59,17 @@ class ExpertConfig:
         gain: Proportional gain: action = gain * position error / POS_SCALE, clipped to [-1, 1].
         xy_tolerance: Horizontal alignment needed before descending onto the object or the basket.
         z_tolerance: Vertical error accepted when a waypoint is reached.
-        close_steps: Minimum steps the gripper is commanded closed before lifting; it then waits until the
-            fingers stop moving (at most three times as long).
+        close_steps: Under the ``"timer"`` lift rule, the least steps the gripper is commanded closed before
+            lifting; it then waits until the fingers stop moving (at most three times as long). With 0 the cap is
+            0 too: the expert starts lifting at the first closed step and the fingers close during the slow lift.
+            Under ``"still"`` it is only the cap (three times as long).
+        lift_rule: When the closed gripper starts lifting. ``"timer"``: after ``close_steps`` steps once the
+            fingers have settled; when they settle early, the expert holds at a still state for a count the
+            state does not show, which a policy without memory cloned from it cannot follow (it holds for
+            good). ``"still"``: at the first step at which the fingers have closed by more than
+            ``5 * still_opening`` and moved less than ``still_opening`` since the previous step, so that every
+            hold is at a state where the fingers still move, and the first still state is labelled "lift".
+        still_opening: See ``lift_rule`` (metres of finger opening per step).
         open_steps: Steps the gripper is held open over the basket at the end.
         max_phase_steps: A phase that lasts longer than this is abandoned and the next one starts.
         stall_steps: While descending, this many steps with less than ``stall_distance`` of motion
@@ -84,6 +93,8 @@ class ExpertConfig:
     xy_tolerance: float = 0.01
     z_tolerance: float = 0.01
     close_steps: int = 6
+    lift_rule: str = "timer"
+    still_opening: float = 1e-3
     open_steps: int = 15
     max_phase_steps: int = 60
     stall_steps: int = 4
@@ -95,6 +106,9 @@ class ExpertConfig:
     retry_yaw: float = 0.25
     retry_shift: float = 0.012
 
+
+LIFT_RULES = ("timer", "still")
+"""Accepted values of ``ExpertConfig.lift_rule``."""
 
 _PHASES = ("approach", "descend", "close", "lift", "carry", "lower", "release", "done")
 
@@ -125,6 +139,8 @@ class ScriptedExpert:
     ) -> None:
         self.task = task if isinstance(task, ObjectTask) else get_task(task)
         self.config = config or ExpertConfig()
+        if self.config.lift_rule not in LIFT_RULES:
+            raise ValueError(f"lift_rule={self.config.lift_rule!r} is not accepted: choose from {', '.join(LIFT_RULES)}.")
         if noise < 0:
             raise ValueError(f"noise={noise!r} is not accepted: give a standard deviation >= 0.")
         self.noise = noise
@@ -217,9 +233,15 @@ class ScriptedExpert:
             else:
                 return self._move(eef, grasp, open_cmd, yaw, speed=c.slow_speed)
         if self.phase == "close":
-            self._z_history.append(float(info["gripper_opening"]))
-            settled = len(self._z_history) > 3 and abs(self._z_history[-4] - self._z_history[-1]) < 5e-4
-            if (self._phase_steps > c.close_steps and settled) or self._phase_steps > 3 * c.close_steps:
+            opening = self._z_history
+            opening.append(float(info["gripper_opening"]))
+            if c.lift_rule == "still":
+                closed = opening[0] - opening[-1] > 5 * c.still_opening
+                lift = closed and abs(opening[-2] - opening[-1]) < c.still_opening
+            else:
+                settled = len(opening) > 3 and abs(opening[-4] - opening[-1]) < 5e-4
+                lift = self._phase_steps > c.close_steps and settled
+            if lift or self._phase_steps > 3 * c.close_steps:
                 self._next()
                 self._lift_start = float(target[2])
             else:

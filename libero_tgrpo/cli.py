@@ -100,6 +100,7 @@ def _cmd_demos(args: DemosCommand) -> int:
         workers=d.workers,
         terminate_on=d.until,
         close_steps=d.expert_close_steps,
+        lift=d.expert_lift,
         progress=cfg.progress,
         log=say,
     )

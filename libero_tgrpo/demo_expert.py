@@ -6,7 +6,7 @@ are kept for evaluation. By default an episode ends at LIBERO's success (``termi
 ``"is_success"``); ``terminate_on="is_placed"`` runs on until the object is released in an undisturbed basket,
 so that the demonstrations show the release too (see :data:`libero_tgrpo.stage_configs.DEMO_UNTIL` for why that is not the default). Episode ``j`` of a set with seed ``seed`` resets with ``seed * 100_000 + j`` and
 its expert noise is seeded the same way, so a set depends only on ``(task, n, seed, noise, close_steps,
-obs_mode)`` and the expert's code.
+lift, obs_mode)`` and the expert's code.
 
 Example:
     >>> demos = generate_demos(task=4, n=10, seed=0)  # doctest: +SKIP
@@ -27,9 +27,10 @@ from typing import Any
 
 import numpy as np
 
+from libero_gym.experts import LIFT_RULES
 from libero_tgrpo.demo_set import DEMO_FORMAT_VERSION, DemoSet
 from libero_tgrpo.progress import progress_bar
-from libero_tgrpo.stage_configs import DEMO_UNTIL, EXPERT_CLOSE_STEPS, is_int
+from libero_tgrpo.stage_configs import DEMO_UNTIL, EXPERT_CLOSE_STEPS, EXPERT_LIFT, is_int
 from libero_tgrpo.versions import versions
 
 __all__ = ["EPISODE_SEED_STRIDE", "MAX_ATTEMPTS_FACTOR", "expert_version", "generate_demos"]
@@ -74,9 +75,10 @@ def _expert_episode(args: tuple[int, float, int, int]) -> dict[str, Any]:
     """Run one expert episode in a worker; returns its arrays (observations before each action)."""
     from libero_gym.experts import ExpertConfig, ScriptedExpert, run_expert_episode
 
-    episode_seed, noise, max_steps, close_steps = args
+    episode_seed, noise, max_steps, close_steps, lift = args
     env = _WORKER_ENV["env"]
-    expert = ScriptedExpert(_WORKER_ENV["task"], ExpertConfig(close_steps=close_steps), noise=noise, seed=episode_seed)
+    config = ExpertConfig(close_steps=close_steps, lift_rule=lift)
+    expert = ScriptedExpert(_WORKER_ENV["task"], config, noise=noise, seed=episode_seed)
     rec = run_expert_episode(env, expert, seed=episode_seed, max_steps=max_steps)
     steps = rec["steps"]
     obs = {k: np.stack([o[k] for o in rec["observations"][:steps]]) for k in rec["observations"][0]}
@@ -92,6 +94,7 @@ def generate_demos(
     seed: int = 0,
     noise: float = 0.0,
     close_steps: int = EXPERT_CLOSE_STEPS,
+    lift: str = EXPERT_LIFT,
     obs_mode: str = "state",
     workers: int = 2,
     max_steps: int = 280,
@@ -108,7 +111,9 @@ def generate_demos(
         noise: standard deviation of the noise on the expert's executed x, y actions (0: deterministic expert);
             the set records the expert's noise-free actions (:attr:`ScriptedExpert.intended`).
         close_steps: steps the expert holds the gripper closed at least before lifting
-            (``ExpertConfig.close_steps``; 6 by default, 0: it lifts as soon as the fingers stop).
+            (``ExpertConfig.close_steps``; 6 by default, 0: it starts lifting at the first closed step).
+        lift: when the expert lifts the closed gripper (``ExpertConfig.lift_rule``): ``"timer"`` (the default) or
+            ``"still"`` (at the first step the fingers stop).
         obs_mode: observation mode of the env (``"state"``, ``"rgb"``, ``"rgb_state"``).
         workers: parallel worker processes (forkserver), each with its own env.
         max_steps: step cap per episode (280, the evaluation protocol's).
@@ -137,11 +142,14 @@ def generate_demos(
         raise ValueError(f"noise={noise!r} is not accepted: give a standard deviation >= 0.")
     if not is_int(close_steps) or close_steps < 0:
         raise ValueError(f"close_steps={close_steps!r} is not accepted: give an int >= 0.")
+    if lift not in LIFT_RULES:
+        raise ValueError(f"lift={lift!r} is not accepted: choose from {', '.join(LIFT_RULES)}.")
     if workers < 1:
         raise ValueError(f"workers={workers!r} is not accepted: give an int >= 1.")
     t0 = time.perf_counter()
     max_episodes = MAX_ATTEMPTS_FACTOR * n
-    jobs = [(seed * EPISODE_SEED_STRIDE + j, float(noise), int(max_steps), close_steps) for j in range(max_episodes)]
+    jobs = [(seed * EPISODE_SEED_STRIDE + j, float(noise), int(max_steps), close_steps, lift)
+            for j in range(max_episodes)]
     kept: list[dict[str, Any]] = []
     attempts = 0
     bar = progress_bar(progress, n, f"demos Task{task_obj.task_id}", "demo")
@@ -190,6 +198,7 @@ def generate_demos(
         "expert": "libero_gym.experts.ScriptedExpert",
         "expert_version": expert_version(),
         "expert_close_steps": close_steps,
+        "expert_lift": lift,
         "attempts": attempts,
         "expert_success_rate": n / attempts,
         "placements": "training (env.reset(seed) without init_state); never the benchmark states",

@@ -23,7 +23,7 @@ from typing import Any
 
 from libero_tgrpo.demo_expert import EPISODE_SEED_STRIDE, MAX_ATTEMPTS_FACTOR, expert_version, generate_demos
 from libero_tgrpo.demo_set import DEMO_FORMAT_VERSION, DemoFormatError, DemoSet, load_demos, save_demos
-from libero_tgrpo.stage_configs import DEMO_UNTIL, EXPERT_CLOSE_STEPS
+from libero_tgrpo.stage_configs import DEMO_UNTIL, EXPERT_CLOSE_STEPS, EXPERT_LIFT
 
 __all__ = [
     "DEMO_FORMAT_VERSION",
@@ -127,11 +127,13 @@ def demos_cache_path(
     obs_mode: str = "state",
     terminate_on: str = DEMO_UNTIL,
     close_steps: int = EXPERT_CLOSE_STEPS,
+    lift: str = EXPERT_LIFT,
 ) -> Path:
     """Cache file of a demonstration set: one name per (task, n, seed, noise, obs_mode, episode end, expert's
-    close_steps, expert version); the defaults add nothing to the name."""
+    close_steps and lift rule, expert version); the defaults add nothing to the name."""
     end = "" if terminate_on == "is_success" else f"_until-{terminate_on}"
     end += "" if close_steps == EXPERT_CLOSE_STEPS else f"_close{close_steps}"
+    end += "" if lift == EXPERT_LIFT else f"_lift-{lift}"
     return Path(cache_dir) / (
         f"task{task}_n{n}_seed{seed}_noise{noise:g}_{obs_mode}{end}_expert-{expert_version()}"
         f"_v{DEMO_FORMAT_VERSION}.npz"
@@ -149,6 +151,7 @@ def get_demos(
     workers: int = 2,
     terminate_on: str = DEMO_UNTIL,
     close_steps: int = EXPERT_CLOSE_STEPS,
+    lift: str = EXPERT_LIFT,
     progress: bool = True,
     log: Callable[[str], None] | None = None,
 ) -> tuple[DemoSet, Path, bool]:
@@ -156,7 +159,7 @@ def get_demos(
 
     The expert keeps the first ``n`` successful episodes in reset-seed order, so a set of ``n`` is the first
     ``n`` episodes of any larger set with the same (task, seed, noise, obs_mode, episode end, expert's
-    ``close_steps``, expert version).
+    ``close_steps`` and lift rule, expert version).
     On a miss, the smallest such larger set in ``cache_dir`` is cut to ``n`` (:meth:`DemoSet.subset`) and written
     under this set's name instead of running the expert again; a study over several numbers of demonstrations
     generates only its largest set.
@@ -165,7 +168,7 @@ def get_demos(
         ``(demos, path, cached)``: ``cached`` is True when no expert episode was run: the file already existed,
         or the set was cut from a larger cached one.
     """
-    path = demos_cache_path(cache_dir, task, n, seed, noise, obs_mode, terminate_on, close_steps)
+    path = demos_cache_path(cache_dir, task, n, seed, noise, obs_mode, terminate_on, close_steps, lift)
     if path.is_file():
         try:
             demos = load_demos(path)
@@ -181,7 +184,7 @@ def get_demos(
             log(f"demos: the first {n} episodes of {demos.meta['subset_of']}, written to {path} "
                 f"({demos.num_steps} steps)")
         return demos, path, True
-    demos = generate_demos(task, n, seed=seed, noise=noise, close_steps=close_steps, obs_mode=obs_mode,
+    demos = generate_demos(task, n, seed=seed, noise=noise, close_steps=close_steps, lift=lift, obs_mode=obs_mode,
                            workers=workers, terminate_on=terminate_on, progress=progress, log=log)
     save_demos(demos, path)
     return demos, path, False

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+from libero_gym.experts import LIFT_RULES
 from libero_tgrpo.config import PipelineConfig
 from libero_tgrpo.paper import PAPER_ALPHAS
 from libero_tgrpo.parsing import format_states, parse_hidden, parse_states, parse_task
@@ -118,7 +119,7 @@ OPTIONS: dict[type, dict[str, Flag | None]] = {
         **{s: None for s in SECTIONS},
     },
     DemoConfig: {"num_demos": Flag("num-demos"), "demo_seed": Flag("demo-seed"), "demo_noise": Flag("demo-noise"),
-                 "expert_close_steps": Flag("expert-close-steps"),
+                 "expert_close_steps": Flag("expert-close-steps"), "expert_lift": Flag("expert-lift", choices=LIFT_RULES),
                  "demo_cache": Flag("demo-cache"), "demos_path": Flag("demos"), "workers": Flag("workers"),
                  "until": Flag("demo-until")},
     SFTConfig: {"epochs": Flag("sft-epochs"), "lr": Flag("sft-lr"), "batch_size": Flag("sft-batch-size"),

@@ -22,7 +22,7 @@ from libero_tgrpo.demo_set import DemoSet, demos_digest
 from libero_tgrpo.files import LOCK_NAME, DirLock, RunDirError, check_writable, write_json, write_text
 from libero_tgrpo.options import command_line, save_config
 from libero_tgrpo.progress import say as _default_say
-from libero_tgrpo.stage_configs import EXPERT_CLOSE_STEPS
+from libero_tgrpo.stage_configs import EXPERT_CLOSE_STEPS, EXPERT_LIFT
 from libero_tgrpo.versions import now
 
 __all__ = ["RunDir", "RunDirError", "run_identity", "file_digest", "RUN_RECORD", "NOT_IDENTITY"]
@@ -44,7 +44,7 @@ RL goes on and what it logs on the way (sinks, videos, snapshots), how a Hugging
 KV cache and merged sampling give the dynamic cache's tokens, up to rounding), not what it computes (the demonstrations'
 content is compared by its digest, not by where the cache lies)."""
 
-ADDED_LATER: dict[str, Any] = {"demos.expert_close_steps": EXPERT_CLOSE_STEPS}
+ADDED_LATER: dict[str, Any] = {"demos.expert_close_steps": EXPERT_CLOSE_STEPS, "demos.expert_lift": EXPERT_LIFT}
 """Identity keys added after runs had been recorded, with the value every such run had: a record without the key
 reads as that value, so that those runs can still be resumed."""
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from libero_gym import MAX_EPISODE_STEPS, NUM_INIT_STATES, TERMINATION_KEYS
-from libero_gym.experts import ExpertConfig
+from libero_gym.experts import LIFT_RULES, ExpertConfig
 from libero_tgrpo.parsing import parse_states
 from tgrpo.config import ConfigError
 
@@ -44,6 +44,9 @@ whose release steps, labelled "open" right above the object, make the state poli
 EXPERT_CLOSE_STEPS = ExpertConfig.close_steps
 """The scripted expert's default ``close_steps`` (6): what the demonstrations of every recorded run used."""
 
+EXPERT_LIFT = ExpertConfig.lift_rule
+"""The scripted expert's default lift rule (``"timer"``): what the demonstrations of every recorded run used."""
+
 
 @dataclass
 class DemoConfig:
@@ -58,8 +61,13 @@ class DemoConfig:
     record its noise-free actions, so they show how to come back from a miss (0: a deterministic expert)."""
     expert_close_steps: int = EXPERT_CLOSE_STEPS
     """Steps the expert holds the gripper closed at least before lifting (``ExpertConfig.close_steps``); it lifts
-    once the fingers have also stopped moving. With 0 it lifts as soon as they stop, which a policy without memory
-    can see in the state; with more, it waits at a still state for a count the state does not show."""
+    once the fingers have also stopped moving, at most three times as many steps. With 0 it starts lifting at the
+    first closed step (the fingers close during the slow lift); with more, it can wait at a still state for a
+    count the state does not show. Under ``expert_lift="still"`` it is only the cap."""
+    expert_lift: str = EXPERT_LIFT
+    """When the expert lifts the closed gripper (``ExpertConfig.lift_rule``): ``"timer"`` (``expert_close_steps``
+    steps, then once the fingers settle) or ``"still"`` (at the first step the fingers stop, which the state
+    shows: every hold is at a state where they still move)."""
     demo_cache: str = "outputs/demos"
     """Directory of cached demonstration sets (shared between runs)."""
     demos_path: str | None = None
@@ -81,6 +89,8 @@ class DemoConfig:
         require(is_int(self.expert_close_steps) and self.expert_close_steps >= 0,
                 f"expert_close_steps={self.expert_close_steps!r} is not accepted: give an int >= 0 "
                 "(--expert-close-steps).")
+        require(self.expert_lift in LIFT_RULES,
+                f"expert_lift={self.expert_lift!r} is not accepted: choose from {', '.join(LIFT_RULES)} (--expert-lift).")
         require(is_int(self.workers) and self.workers >= 1,
                 f"workers={self.workers!r} is not accepted: give an int >= 1 (--workers).")
         require(self.demo_seed is None or is_int(self.demo_seed),

@@ -83,8 +83,8 @@ def run_demos(cfg: PipelineConfig, say: Say = _default_say) -> tuple[DemoSet, Pa
         return demos, Path(d.demos_path)
     demos, path, _ = get_demos(cfg.task, d.num_demos, seed=cfg.demo_seed, noise=d.demo_noise,
                                obs_mode=cfg.obs_mode, cache_dir=d.demo_cache, workers=d.workers,
-                               terminate_on=d.until, close_steps=d.expert_close_steps, progress=cfg.progress,
-                               log=say)
+                               terminate_on=d.until, close_steps=d.expert_close_steps, lift=d.expert_lift,
+                               progress=cfg.progress, log=say)
     return demos, path
 
 
