@@ -201,9 +201,10 @@ def test_a_noisy_expert_set_records_the_experts_own_actions():
 
 
 def test_expert_close_steps_sets_when_the_expert_lifts(tmp_path):
-    """--expert-close-steps 0: from the same placement the expert lifts as soon as the fingers stop, earlier than
-    the default expert (which holds at least 6 steps); its set is cached under its own name and records the value.
-    The default adds nothing to the cache name (sets recorded before the option are found again)."""
+    """--expert-close-steps 0: from the same placement the expert starts lifting at the first closed step, earlier
+    than the default expert (which holds at least 6 steps); --expert-lift still lifts when the fingers stop, also
+    earlier. Each set is cached under its own name and records the values. The defaults add nothing to the cache
+    name (sets recorded before the options are found again)."""
     from libero_tgrpo.cli import parse
     from libero_tgrpo.stages import run_demos
 
@@ -224,10 +225,19 @@ def test_expert_close_steps_sets_when_the_expert_lifts(tmp_path):
     assert closed_before_lift(quick) < closed_before_lift(default)
     first = int(np.argmax(default.actions[:, -1] > 0))
     np.testing.assert_array_equal(quick.actions[:first], default.actions[:first])  # the same run up to the grasp
+    still, still_path = run_demos(cfg.replace(**{"demos.expert_lift": "still"}), say=lambda _: None)
+    assert still_path.name == default_path.name.replace("_state_expert", "_state_lift-still_expert")
+    assert still.meta["expert_lift"] == "still" and default.meta["expert_lift"] == "timer"
+    assert closed_before_lift(quick) < closed_before_lift(still) < closed_before_lift(default)
+    np.testing.assert_array_equal(still.actions[:first], default.actions[:first])
     from libero_tgrpo.demos import generate_demos
 
     with pytest.raises(ValueError, match="close_steps=-1"):
         generate_demos(4, 1, close_steps=-1)
     with pytest.raises(SystemExit):
         parse(["run", "--expert-close-steps", "-1"])
+    with pytest.raises(ValueError, match="lift='soon'"):
+        generate_demos(4, 1, lift="soon")
+    with pytest.raises(SystemExit):
+        parse(["run", "--expert-lift", "soon"])
 

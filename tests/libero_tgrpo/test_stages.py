@@ -189,21 +189,27 @@ def test_atomic_write_leaves_the_old_file_when_writing_fails(tmp_path):
     assert write_json(path, {"b": (1, 2)}) == path and json.loads(path.read_text()) == {"b": [1, 2]}
 
 
-def test_a_run_recorded_before_expert_close_steps_existed_resumes_as_the_default_expert(tmp_path):
-    """``demos.expert_close_steps`` came after runs had been recorded: a record without it reads as 6 (the expert
-    those runs used), so they resume with the default and are refused with another value, naming it."""
+def test_a_run_recorded_before_the_expert_options_existed_resumes_as_the_default_expert(tmp_path):
+    """``demos.expert_close_steps`` and ``demos.expert_lift`` came after runs had been recorded: a record without
+    them reads as 6 and "timer" (the expert those runs used), so they resume with the defaults and are refused with
+    another value, naming it."""
     from libero_tgrpo.rundir import ADDED_LATER, RUN_RECORD
 
-    assert ADDED_LATER == {"demos.expert_close_steps": PipelineConfig().demos.expert_close_steps} == {
-        "demos.expert_close_steps": 6}
+    demos = PipelineConfig().demos
+    assert ADDED_LATER == {"demos.expert_close_steps": demos.expert_close_steps,
+                           "demos.expert_lift": demos.expert_lift} == {
+        "demos.expert_close_steps": 6, "demos.expert_lift": "timer"}
     _a_run(tmp_path, identity=_identity())
     record_path = tmp_path / RUN_RECORD
     record = json.loads(record_path.read_text())
     assert record["identity"].pop("demos.expert_close_steps") == 6
+    assert record["identity"].pop("demos.expert_lift") == "timer"
     record_path.write_text(json.dumps(record))
     with RunDir(tmp_path, resume=True, identity=_identity(), say=_quiet) as run:
         assert run.resume
-    record_path.write_text(json.dumps(record))
-    other = run_identity(PipelineConfig().replace(**{"demos.expert_close_steps": 0}))
-    with pytest.raises(RunDirError, match="demos.expert_close_steps: 6 -> 0"):
-        RunDir(tmp_path, resume=True, identity=other, say=_quiet)
+    for key, value, shown in (("demos.expert_close_steps", 0, "6 -> 0"), ("demos.expert_lift", "still",
+                                                                         "'timer' -> 'still'")):
+        record_path.write_text(json.dumps(record))
+        other = run_identity(PipelineConfig().replace(**{key: value}))
+        with pytest.raises(RunDirError, match=f"{key}: {shown}"):
+            RunDir(tmp_path, resume=True, identity=other, say=_quiet)

@@ -263,6 +263,30 @@ def test_when_the_expert_lifts_is_a_dimension_of_the_sft_study(tmp_path):
         ts.main(_args(tmp_path, "--study", "sft", "--expert-close-steps", "x"))
 
 
+def test_the_expert_lift_rule_is_a_dimension_of_the_sft_study(tmp_path):
+    """--expert-lift timer,still doubles the grid; the still rule has its own key, SFT directory and config; at equal
+    results the default expert is chosen; a unit recorded before the dimension reads as the timer rule."""
+    grid = ts.sft_grid([100], [100], [(128, 128)], noise=(0.2,), lift=("timer", "still"))
+    assert [g.key for g in grid] == ["d100_e100_h128x128_u-success_nz0.2",
+                                     "d100_e100_h128x128_u-success_nz0.2_lift-still"]
+    assert "expert lift rule still" in grid[1].describe() and "lift" not in grid[0].describe()
+    old = asdict(grid[0])
+    del old["expert_lift"]
+    assert ts.SFTSetting.of(old) == grid[0] and ts.SFTSetting.of(asdict(grid[1])) == grid[1]
+    unit = ts.Unit(2, 1, sft=grid[1])
+    assert ts._config(unit, ts.UnitSize(), tmp_path).demos.expert_lift == "still"
+    assert unit.sft_dir(tmp_path).name == "task2_seed1_d100_e100_h128x128_u-success_nz0.2_lift-still"
+    units, _ = ts._plan_from(ts.build_parser().parse_args(_args(
+        tmp_path, "--study", "sft", "--num-demos", "100", "--sft-epochs", "100", "--expert-lift", "timer,still")))
+    assert sorted({u.sft.expert_lift for u in units}) == ["still", "timer"] and len(units) == 2 * 3 * 3
+    units = [_study_unit(4, 0, grid[1], 0.9, 0.5), _study_unit(4, 0, grid[0], 0.9, 0.6)]
+    for u, g in zip(units, grid[::-1]):
+        u["sft_setting"] = asdict(g)
+    assert ts.choose_sft_setting(ts.sft_study_rows(units), 85.0)["setting"] == grid[0].key
+    with pytest.raises(SystemExit, match="--expert-lift 'soon'"):
+        ts.main(_args(tmp_path, "--study", "sft", "--expert-lift", "soon"))
+
+
 def test_bad_sft_study_values_fail_before_any_unit(tmp_path, monkeypatch):
     monkeypatch.setattr(ts, "run_unit", lambda *a: pytest.fail("a unit ran"))
     with pytest.raises(SystemExit, match="--num-demos '0,20'"):
@@ -281,9 +305,10 @@ def test_a_tiny_real_sft_study_unit(tmp_path, monkeypatch, demo_cache):
     assert rec["setting_key"] == "sft_d3_e2_h16_u-success" and rec["sft_setting"] == {"num_demos": 3, "epochs": 2,
                                                                             "hidden": (16,), "demo_until": "is_success",
                                                                             "demo_noise": 0.0,
-                                                                            "expert_close_steps": 6}
+                                                                            "expert_close_steps": 6,
+                                                                            "expert_lift": "timer"}
     assert rec["config"]["demos"]["until"] == "is_success" and rec["config"]["demos"]["demo_noise"] == 0.0
-    assert rec["config"]["demos"]["expert_close_steps"] == 6
+    assert rec["config"]["demos"]["expert_close_steps"] == 6 and rec["config"]["demos"]["expert_lift"] == "timer"
     assert rec["placement_seeds"] == ts.heldout_placements(2) and "train" not in rec
     assert rec["config"]["demos"]["num_demos"] == 3 and rec["config"]["hidden"] == [16]
     assert (unit.sft_dir(tmp_path / "sweep") / "policy.pt").is_file() and "sft" in rec["timings_s"]
