@@ -32,7 +32,7 @@ import numpy as np
 from benchmarks._common import SFTSetting
 from libero_tgrpo.stage_configs import DEMO_UNTIL, EXPERT_CLOSE_STEPS, EXPERT_LIFT
 
-__all__ = ["SFT_TARGET_SUCCESS", "sft_grid", "sft_study_rows", "sft_study_by_setting", "choose_sft_setting",
+__all__ = ["SFT_TARGET_SUCCESS", "add_sft_study_arguments", "sft_grid", "sft_study_rows", "sft_study_by_setting", "choose_sft_setting",
            "section_sft_study"]
 
 SFT_TARGET_SUCCESS = 85.0
@@ -156,3 +156,21 @@ def section_sft_study(rows: list[dict[str, Any]], choice: dict[str, Any] | None,
                   f"{best['placed_mean']:.1f}%)") + ": the paper-level regime is still to be chosen (more "
                   "demonstrations, epochs or wider layers)."]
     return lines
+
+
+def add_sft_study_arguments(p: Any) -> None:
+    """The SFT study's options of ``benchmarks.tuning_sweep`` (an ``argparse`` parser): comma-separated lists,
+    whose combinations make the grid (:func:`sft_grid`)."""
+    p.add_argument("--num-demos", default="20,50,100,200,400",
+                   help="SFT study: demonstrations (default: %(default)s)")
+    p.add_argument("--sft-epochs", default="100,300", help="SFT study: epochs (default: %(default)s)")
+    p.add_argument("--hidden", default="128x128",
+                   help="SFT study: hidden widths, settings by commas, widths by x (default: %(default)s)")
+    p.add_argument("--demo-until", default=DEMO_UNTIL,
+                   help="SFT study: where the demonstrations end, is_placed and/or is_success (default: %(default)s)")
+    p.add_argument("--demo-noise", default="0",
+                   help="SFT study: the expert's action noise (standard deviations) (default: %(default)s)")
+    p.add_argument("--expert-close-steps", default=str(EXPERT_CLOSE_STEPS),
+                   help="SFT study: the expert's close_steps, least steps closed before lifting (default: %(default)s)")
+    p.add_argument("--expert-lift", default=EXPERT_LIFT,
+                   help="SFT study: the expert's lift rules, timer and/or still (default: %(default)s)")

@@ -69,6 +69,7 @@ import numpy as np
 from benchmarks._common import SFTSetting, parse_ints, run_in_order
 from benchmarks.sft_study import (
     SFT_TARGET_SUCCESS,
+    add_sft_study_arguments,
     choose_sft_setting,
     section_sft_study,
     sft_grid,
@@ -78,7 +79,6 @@ from benchmarks.sft_study import (
 from libero_gym import TERMINATION_KEYS
 from libero_gym.experts import LIFT_RULES
 from libero_tgrpo.files import write_json, write_text
-from libero_tgrpo.stage_configs import DEMO_UNTIL, EXPERT_CLOSE_STEPS, EXPERT_LIFT
 
 DEFAULT_OUT = "outputs/tuning_sweep"
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -599,19 +599,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--schedules", default="per_step", help="update schedules (default: %(default)s)")
         p.add_argument("--target-kls", default="none",
                        help="target KL of the early stop ('none': off) (default: %(default)s)")
-        p.add_argument("--num-demos", default="20,50,100,200,400",
-                       help="SFT study: demonstrations (default: %(default)s)")
-        p.add_argument("--sft-epochs", default="100,300", help="SFT study: epochs (default: %(default)s)")
-        p.add_argument("--hidden", default="128x128",
-                       help="SFT study: hidden widths, settings by commas, widths by x (default: %(default)s)")
-        p.add_argument("--demo-until", default=DEMO_UNTIL,
-                       help="SFT study: where the demonstrations end, is_placed and/or is_success (default: %(default)s)")
-        p.add_argument("--demo-noise", default="0",
-                       help="SFT study: the expert's action noise (standard deviations) (default: %(default)s)")
-        p.add_argument("--expert-close-steps", default=str(EXPERT_CLOSE_STEPS),
-                       help="SFT study: the expert's close_steps, least steps closed before lifting (default: %(default)s)")
-        p.add_argument("--expert-lift", default=EXPERT_LIFT,
-                       help="SFT study: the expert's lift rules, timer and/or still (default: %(default)s)")
+        add_sft_study_arguments(p)
         p.add_argument("--iterations", type=int, default=None, help="RL iterations (default: the main job's)")
         p.add_argument("--num-envs", type=int, default=None, help="group size M (default: the main job's)")
         p.add_argument("--eval-placements", type=int, default=30,
