@@ -69,6 +69,10 @@ class ExpertConfig:
             good). ``"still"``: at the first step at which the fingers have closed by more than
             ``5 * still_opening`` and moved less than ``still_opening`` since the previous step, so that every
             hold is at a state where the fingers still move, and the first still state is labelled "lift".
+            While closing, it also goes on closing in on the grasp point (the descent's law, at ``slow_speed``)
+            instead of stopping dead: a policy that picks each action dimension on its own, cloned from a
+            stop, can take the stop's z (0) with the descent's open gripper just above the grasp, and hover
+            there for good.
         still_opening: See ``lift_rule`` (metres of finger opening per step).
         open_steps: Steps the gripper is held open over the basket at the end.
         max_phase_steps: A phase that lasts longer than this is abandoned and the next one starts.
@@ -244,6 +248,8 @@ class ScriptedExpert:
             if lift or self._phase_steps > 3 * c.close_steps:
                 self._next()
                 self._lift_start = float(target[2])
+            elif c.lift_rule == "still":  # close in on the grasp point rather than stop dead
+                return self._move(eef, np.array([eef[0], eef[1], grasp[2]]), 1.0, speed=c.slow_speed)
             else:
                 return self._move(eef, eef, 1.0)
         # From here on, the target's offset from the end effector is held while carrying.

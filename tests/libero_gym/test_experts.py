@@ -48,14 +48,13 @@ def test_expert_rejects_bad_arguments():
 
 def _grasp(rec):
     """(openings, hold steps, lift step) of an episode's first grasp: the steps the gripper is commanded closed
-    without moving, and the first closed step that moves up."""
+    before the lift, and the first closed step that moves up at the lift's speed."""
     actions = rec["intended_actions"]
     opening = np.array([info["gripper_opening"] for info in rec["infos"][:-1]])
-    closed = actions[:, -1] > 0
-    first = int(np.argmax(closed))
-    lift = first + int(np.argmax(actions[first:, 2] > 0.05))
-    holds = [t for t in range(first, lift) if closed[t] and not np.any(actions[t, :3])]
-    return opening, holds, lift
+    first = int(np.argmax(actions[:, -1] > 0))
+    lift = first + int(np.argmax(actions[first:, 2] > 0.2))
+    assert np.all(actions[first:lift, -1] > 0)
+    return opening, list(range(first, lift)), lift
 
 
 @pytest.mark.parametrize("task", [2, 4])
@@ -63,7 +62,7 @@ def test_still_lift_rule_never_holds_at_a_still_state(task):
     """lift_rule="still": every hold, once the fingers have begun to close, is at a state where they moved since the
     previous step, and the lift
     starts at the first state where they stopped, so that a policy without memory can read when to lift from the
-    state. The default ("timer") holds on Task4 at a state where the fingers no longer move, then lifts from it."""
+    state; while closing it keeps closing in on the grasp point. The default ("timer") holds on Task4 at a state where the fingers no longer move, then lifts from it."""
     env = gym.make(f"LiberoObject-Task{task}-v0", obs_mode="state")
     config = ExpertConfig(lift_rule="still")
     rec = run_expert_episode(env, ScriptedExpert(task, config, noise=0.2, seed=0), seed=5000)
@@ -74,10 +73,13 @@ def test_still_lift_rule_never_holds_at_a_still_state(task):
         if opening[holds[0]] - opening[t] > 5 * config.still_opening:
             assert abs(opening[t] - opening[t - 1]) >= config.still_opening, (t, opening[holds[0]:lift + 1])
     assert abs(opening[lift] - opening[lift - 1]) < config.still_opening
+    z = rec["intended_actions"][holds[0], 2]
+    assert z < -0.1  # closing, it goes on towards the grasp point: no z jump to 0 right above it
     timer = run_expert_episode(env, ScriptedExpert(task, noise=0.2, seed=0), seed=5000)
     t_opening, t_holds, t_lift = _grasp(timer)
     still_holds = [t for t in t_holds[1:] if abs(t_opening[t] - t_opening[t - 1]) < config.still_opening]
     assert t_lift > lift and (task != 4 or len(still_holds) >= 2)
+    assert not np.any(timer["intended_actions"][t_holds, :3])  # the timer rule stops dead while closing
     env.close()
 
 

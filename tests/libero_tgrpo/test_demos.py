@@ -219,7 +219,7 @@ def test_expert_close_steps_sets_when_the_expert_lifts(tmp_path):
     def closed_before_lift(demos):  # steps with the gripper closed and no upward motion, before the first lift
         closed = demos.actions[:, -1] > 0
         first = int(np.argmax(closed))
-        up = np.flatnonzero(demos.actions[first:, 2] > 0.05)
+        up = np.flatnonzero(demos.actions[first:, 2] > 0.2)
         return int(up[0]) if up.size else len(demos.actions) - first
 
     assert closed_before_lift(quick) < closed_before_lift(default)
