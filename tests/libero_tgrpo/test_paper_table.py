@@ -400,7 +400,8 @@ def _goal_cells(out, weak_gain=0.12, paper_gain=0.03):
                 _full(out, 4, "ppo", seed, base, base, regime)
 
 
-def test_summary_reports_both_metrics_per_regime_and_counts_cells_without_placed_apart(tmp_path):
+def test_summary_reports_both_metrics_per_regime_and_counts_cells_without_placed_apart(tmp_path, monkeypatch):
+    monkeypatch.setattr(paper_table, "PAPER_SFT_PROVISIONAL", True)  # the wording while the study has not chosen
     out, res = tmp_path / "cells", tmp_path / "results"
     _goal_cells(out)
     _cell(out, 2, "sft", 0, 0.7)  # run before the placed metric: LIBERO success only
@@ -438,9 +439,14 @@ def _goal(payload, regime, goal):
     return next(g for g in payload["goals"] if g["regime"] == regime and g["goal"].startswith(goal))
 
 
-def test_goals_are_computed_from_the_cells_present(tmp_path):
+def test_goals_are_computed_from_the_cells_present(tmp_path, monkeypatch):
     out, res = tmp_path / "cells", tmp_path / "results"
     _goal_cells(out, weak_gain=0.12, paper_gain=0.03)
+    monkeypatch.setattr(paper_table, "PAPER_SFT_PROVISIONAL", False)
+    chosen = (res / "chosen")
+    paper_table.summarize(out, chosen)
+    assert "provisional" not in (chosen / "paper_table.md").read_text()
+    monkeypatch.setattr(paper_table, "PAPER_SFT_PROVISIONAL", True)
     payload = paper_table.summarize(out, res)
     g = _goal(payload, "weak", "TGRPO >= SFT + 10")
     assert (g["verdict"], g["value"], g["tasks"]) == ("met", pytest.approx(12.0), [4])

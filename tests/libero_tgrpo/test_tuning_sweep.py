@@ -239,52 +239,34 @@ def test_the_experts_noise_is_a_dimension_of_the_sft_study(tmp_path):
             ts.main(_args(tmp_path, "--study", "sft", "--demo-noise", bad))
 
 
-def test_when_the_expert_lifts_is_a_dimension_of_the_sft_study(tmp_path):
-    """--expert-close-steps 6,0 doubles the grid; the other expert has its own key, SFT directory and demonstrations;
-    at equal results the default expert is chosen; a unit recorded before the dimension reads as the default."""
-    grid = ts.sft_grid([100], [100], [(128, 128)], noise=(0.2,), close_steps=(6, 0))
-    assert [g.key for g in grid] == ["d100_e100_h128x128_u-success_nz0.2", "d100_e100_h128x128_u-success_nz0.2_cs0"]
-    assert "expert close_steps 0" in grid[1].describe() and "close_steps" not in grid[0].describe()
-    assert ts.SFTSetting.of(asdict(grid[1])) == grid[1]
+@pytest.mark.parametrize("field, grid_arg, flag, values, other, suffix, described, bad", [
+    ("expert_close_steps", "close_steps", "--expert-close-steps", (6, 0), "0", "_cs0", "expert close_steps 0", "x"),
+    ("expert_lift", "lift", "--expert-lift", ("timer", "still"), "still", "_lift-still", "expert lift rule still",
+     "soon"),
+])
+def test_when_the_expert_lifts_is_a_dimension_of_the_sft_study(tmp_path, field, grid_arg, flag, values, other, suffix,
+                                                                described, bad):
+    """--expert-close-steps 6,0 and --expert-lift timer,still double the grid; the other expert has its own key,
+    SFT directory and config; at equal results the default expert is chosen; a unit recorded before the dimension
+    reads as the default."""
+    grid = ts.sft_grid([100], [100], [(128, 128)], noise=(0.2,), **{grid_arg: values})
+    assert [g.key for g in grid] == ["d100_e100_h128x128_u-success_nz0.2", "d100_e100_h128x128_u-success_nz0.2" + suffix]
+    assert described in grid[1].describe() and described.rsplit(" ", 1)[0] not in grid[0].describe()
     old = asdict(grid[0])
-    del old["expert_close_steps"]
-    assert ts.SFTSetting.of(old) == grid[0]
-    unit = ts.Unit(4, 0, sft=grid[1])
-    assert ts._config(unit, ts.UnitSize(), tmp_path).demos.expert_close_steps == 0
-    assert unit.sft_dir(tmp_path).name == "task4_seed0_d100_e100_h128x128_u-success_nz0.2_cs0"
-    units, _ = ts._plan_from(ts.build_parser().parse_args(_args(
-        tmp_path, "--study", "sft", "--num-demos", "100", "--sft-epochs", "100", "--expert-close-steps", "6,0")))
-    assert sorted({u.sft.expert_close_steps for u in units}) == [0, 6] and len(units) == 2 * 3 * 3
-    units = [_study_unit(4, 0, grid[1], 0.9, 0.5), _study_unit(4, 0, grid[0], 0.9, 0.6)]
-    for u, g in zip(units, grid[::-1]):
-        u["sft_setting"] = asdict(g)
-    assert ts.choose_sft_setting(ts.sft_study_rows(units), 85.0)["setting"] == grid[0].key
-    with pytest.raises(SystemExit, match="--expert-close-steps"):
-        ts.main(_args(tmp_path, "--study", "sft", "--expert-close-steps", "x"))
-
-
-def test_the_expert_lift_rule_is_a_dimension_of_the_sft_study(tmp_path):
-    """--expert-lift timer,still doubles the grid; the still rule has its own key, SFT directory and config; at equal
-    results the default expert is chosen; a unit recorded before the dimension reads as the timer rule."""
-    grid = ts.sft_grid([100], [100], [(128, 128)], noise=(0.2,), lift=("timer", "still"))
-    assert [g.key for g in grid] == ["d100_e100_h128x128_u-success_nz0.2",
-                                     "d100_e100_h128x128_u-success_nz0.2_lift-still"]
-    assert "expert lift rule still" in grid[1].describe() and "lift" not in grid[0].describe()
-    old = asdict(grid[0])
-    del old["expert_lift"]
+    del old[field]
     assert ts.SFTSetting.of(old) == grid[0] and ts.SFTSetting.of(asdict(grid[1])) == grid[1]
-    unit = ts.Unit(2, 1, sft=grid[1])
-    assert ts._config(unit, ts.UnitSize(), tmp_path).demos.expert_lift == "still"
-    assert unit.sft_dir(tmp_path).name == "task2_seed1_d100_e100_h128x128_u-success_nz0.2_lift-still"
+    unit = ts.Unit(4, 0, sft=grid[1])
+    assert getattr(ts._config(unit, ts.UnitSize(), tmp_path).demos, field) == values[1]
+    assert unit.sft_dir(tmp_path).name == "task4_seed0_d100_e100_h128x128_u-success_nz0.2" + suffix
     units, _ = ts._plan_from(ts.build_parser().parse_args(_args(
-        tmp_path, "--study", "sft", "--num-demos", "100", "--sft-epochs", "100", "--expert-lift", "timer,still")))
-    assert sorted({u.sft.expert_lift for u in units}) == ["still", "timer"] and len(units) == 2 * 3 * 3
+        tmp_path, "--study", "sft", "--num-demos", "100", "--sft-epochs", "100", flag, ",".join(map(str, values)))))
+    assert {getattr(u.sft, field) for u in units} == set(values) and len(units) == 2 * 3 * 3
     units = [_study_unit(4, 0, grid[1], 0.9, 0.5), _study_unit(4, 0, grid[0], 0.9, 0.6)]
     for u, g in zip(units, grid[::-1]):
         u["sft_setting"] = asdict(g)
     assert ts.choose_sft_setting(ts.sft_study_rows(units), 85.0)["setting"] == grid[0].key
-    with pytest.raises(SystemExit, match="--expert-lift 'soon'"):
-        ts.main(_args(tmp_path, "--study", "sft", "--expert-lift", "soon"))
+    with pytest.raises(SystemExit, match=f"{flag} '{bad}'"):
+        ts.main(_args(tmp_path, "--study", "sft", flag, bad))
 
 
 def test_bad_sft_study_values_fail_before_any_unit(tmp_path, monkeypatch):
