@@ -11,6 +11,7 @@ import torch
 from libero_tgrpo.cli import main, parse
 from libero_tgrpo.config import DemoConfig, EvalConfig, PipelineConfig
 from libero_tgrpo.demo_set import load_demos, save_demos
+from libero_tgrpo.demos import demos_cache_path
 from libero_tgrpo.files import RunDirError
 from libero_tgrpo.options import load_config
 from libero_tgrpo.pipeline import run_main_job
@@ -77,7 +78,8 @@ def test_tiny_main_job_end_to_end(tmp_path, demo_cache, monkeypatch):
         record_run(out, "../x")
 
     # the demo cache is made again with the same episodes: other file bytes (generation time), same demos
-    (cache_file,) = demo_cache.glob("*.npz")
+    cache_file = demos_cache_path(demo_cache, 4, 3, 0)  # the main job's set (the session's cache holds others)
+    assert cache_file.is_file()
     before = file_digest(cache_file)
     cached = load_demos(cache_file)
     cache_file.unlink()
