@@ -32,8 +32,8 @@ import numpy as np
 from benchmarks._common import SFTSetting
 from libero_tgrpo.stage_configs import DEMO_UNTIL, EXPERT_CLOSE_STEPS, EXPERT_LIFT
 
-__all__ = ["SFT_TARGET_SUCCESS", "add_sft_study_arguments", "sft_grid", "sft_study_rows", "sft_study_by_setting", "choose_sft_setting",
-           "section_sft_study"]
+__all__ = ["SFT_TARGET_SUCCESS", "add_sft_study_arguments", "sft_grid", "sft_study_rows", "sft_study_by_setting",
+           "choose_sft_setting", "section_sft_study"]
 
 SFT_TARGET_SUCCESS = 85.0
 """The SFT regime study's target: held-out LIBERO success (%) of a paper-level SFT policy (the paper's SFT

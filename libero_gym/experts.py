@@ -144,7 +144,8 @@ class ScriptedExpert:
         self.task = task if isinstance(task, ObjectTask) else get_task(task)
         self.config = config or ExpertConfig()
         if self.config.lift_rule not in LIFT_RULES:
-            raise ValueError(f"lift_rule={self.config.lift_rule!r} is not accepted: choose from {', '.join(LIFT_RULES)}.")
+            raise ValueError(
+                f"lift_rule={self.config.lift_rule!r} is not accepted: choose from {', '.join(LIFT_RULES)}.")
         if noise < 0:
             raise ValueError(f"noise={noise!r} is not accepted: give a standard deviation >= 0.")
         self.noise = noise

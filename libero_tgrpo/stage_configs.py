@@ -90,7 +90,8 @@ class DemoConfig:
                 f"expert_close_steps={self.expert_close_steps!r} is not accepted: give an int >= 0 "
                 "(--expert-close-steps).")
         require(self.expert_lift in LIFT_RULES,
-                f"expert_lift={self.expert_lift!r} is not accepted: choose from {', '.join(LIFT_RULES)} (--expert-lift).")
+                f"expert_lift={self.expert_lift!r} is not accepted: choose from {', '.join(LIFT_RULES)} "
+                "(--expert-lift).")
         require(is_int(self.workers) and self.workers >= 1,
                 f"workers={self.workers!r} is not accepted: give an int >= 1 (--workers).")
         require(self.demo_seed is None or is_int(self.demo_seed),
