@@ -245,6 +245,20 @@ def test_summary_reports_env_and_optimizer_steps_per_method_and_names_former_pro
     assert "former protocol" not in (res / "paper_table.md").read_text()
 
 
+def test_summary_names_tgrpos_alphas_on_the_tasks_with_ablation_cells(tmp_path):
+    out, res = tmp_path / "cells", tmp_path / "results"
+    for task, alphas in ((2, [10 / 11, 1 / 11]), (4, [0.35, 0.65])):
+        _cell(out, task, "sft", 0, 0.5)
+        _cell(out, task, "tgrpo", 0, 0.6)
+        _rewrite(out, task, "tgrpo", 0, alphas=alphas)
+    paper_table.summarize(out, res)
+    assert "TGRPO's (α1, α2)" not in (res / "paper_table.md").read_text()  # no ablation cell yet
+    _cell(out, 2, "traj_only", 0, 0.9)
+    paper_table.summarize(out, res)
+    md = (res / "paper_table.md").read_text()
+    assert "trajectory-level weight): weak T2 (0.91, 0.09)." in md  # T4 has no ablation cell: not named
+
+
 def test_ppo_cells_run_at_the_env_steps_of_their_tgrpo_cell(tmp_path):
     from libero_tgrpo.config import PipelineConfig
 
