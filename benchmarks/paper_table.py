@@ -217,11 +217,6 @@ def plan(tasks: list[int], seeds: list[int], methods: list[str], ablation_tasks:
     return out
 
 
-def cell_path(out_dir: Path, task: int, method: str, seed: int) -> Path:
-    """JSON file of one cell."""
-    return Cell(task, method, seed).path(out_dir)
-
-
 def run_cell(out_dir: Path, cell: Cell, overrides: dict[str, Any]) -> dict[str, Any]:
     """Run one cell (SFT + its evaluation, or an RL method from the cell's SFT policy + evaluation).
 
@@ -745,25 +740,12 @@ def _section_deltas(t: Table) -> list[str]:
                 lines.append(f"| {r} | TGRPO - {METHOD_LABELS[name.split('-', 1)[1]]} | {label} | {d['mean']:+.1f} | "
                              f"{d['std']:.1f} | {d['pairs']} | {len(d['tasks'])} | {d['mean_over_tasks']:+.1f} | "
                              f"{per} |")
-    mix = _tgrpo_alphas(t)
-    if mix:
-        lines += ["", "TGRPO's (α1, α2) on the tasks with ablation cells (step-level, trajectory-level weight): "
-                  + "; ".join(mix) + ". Where α1 dominates, TGRPO's advantage is close to step-only's."]
-    return lines
-
-
-def _tgrpo_alphas(t: Table) -> list[str]:
-    """``"weak T2 (0.91, 0.09)"`` per regime and task with a step-only or trajectory-only cell, from the TGRPO
-    cells' recorded alphas (the first one seen; they are the same for every seed)."""
-    out = []
-    for r in t.regimes:
-        ablated = sorted({int(c["task"]) for c in t.by_regime[r] if c["method"] in ("step_only", "traj_only")})
-        for task in ablated:
-            alphas = next((c.get("alphas") for c in t.by_regime[r]
-                           if c["method"] == "tgrpo" and int(c["task"]) == task and c.get("alphas")), None)
-            if alphas:
-                out.append(f"{r} T{task} ({alphas[0]:.2f}, {alphas[1]:.2f})")
-    return out
+    ablated = {(regime_of(c), int(c["task"])) for c in t.cells if c["method"] in ("step_only", "traj_only")}
+    alphas = {(regime_of(c), int(c["task"])): c["alphas"] for c in t.cells if c["method"] == "tgrpo" and c.get("alphas")}
+    mix = [f"{r} T{k} ({alphas[r, k][0]:.2f}, {alphas[r, k][1]:.2f})" for r, k in sorted(
+        ablated & alphas.keys(), key=lambda rk: (REGIMES.index(rk[0]), rk[1]))]
+    return lines + (["", "TGRPO's (α1, α2) on the tasks with ablation cells (step-level, trajectory-level weight): "
+                     + "; ".join(mix) + ". Where α1 dominates, TGRPO's advantage is close to step-only's."] if mix else [])
 
 
 def goals(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -52,7 +52,7 @@ def measure(policy: Any, task: int, *, placements: int = 12, temperature: float 
     import torch
 
     from libero_tgrpo.envs import make_train_envs
-    from libero_tgrpo.evaluation import _set_placement_seeds, read_instructions
+    from libero_tgrpo.evaluation import read_instructions
 
     check_args(placements, temperature, max_steps)
     torch.manual_seed(seed)
@@ -61,8 +61,7 @@ def measure(policy: Any, task: int, *, placements: int = 12, temperature: float 
     try:
         for j in range(placements):
             placement = HELDOUT_PLACEMENT_OFFSET + j
-            _set_placement_seeds(envs, [placement])
-            obs, info = envs.reset(seed=seed + j)
+            obs, info = envs.reset(seed=seed + j, options={"placement_seed": placement})
             instr = read_instructions(envs, info)
             success, released, length = False, False, 0
             while True:

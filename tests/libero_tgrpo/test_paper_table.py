@@ -25,11 +25,10 @@ def test_a_cell_owns_its_key_and_paths(tmp_path):
     assert c.run_dir(tmp_path) == tmp_path / "runs" / "task4_seed2"
     assert c.sft == paper_table.Cell(4, "sft", 2) and c.is_rl and not c.sft.is_rl
     assert paper_table.Cell.of({"task": "4", "method": "tgrpo", "seed": 2, "x": 1}) == c
-    assert paper_table.cell_path(tmp_path, 4, "tgrpo", 2) == c.path(tmp_path)
 
 
 def _cell(out, task, method, seed, rate):
-    path = paper_table.cell_path(out, task, method, seed)
+    path = paper_table.Cell(task, method, seed).path(out)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"task": task, "method": method, "seed": seed, "success_rate": rate,
                                 "summary": {"success_rate": rate}, "versions": {"mujoco": "3"}}))
@@ -141,9 +140,9 @@ def test_restore_rebuilds_the_same_table_from_the_published_summary(tmp_path):
     fresh = tmp_path / "fresh"
     _cell(fresh, 2, "sft", 1, 0.50)  # a cell already there is kept, not overwritten
     assert paper_table.restore(res / "paper_table.json", fresh) == 2  # tgrpo cell + raw-alpha cell
-    kept = json.loads(paper_table.cell_path(fresh, 2, "sft", 1).read_text())
+    kept = json.loads(paper_table.Cell(2, "sft", 1).path(fresh).read_text())
     assert kept["success_rate"] == 0.50 and "restored_from" not in kept
-    paper_table.cell_path(fresh, 2, "sft", 1).unlink()
+    paper_table.Cell(2, "sft", 1).path(fresh).unlink()
     assert paper_table.restore(res / "paper_table.json", fresh) == 1
     again = paper_table.summarize(fresh, tmp_path / "results2")
     assert again["aggregate"] == first["aggregate"] and again["deltas"] == first["deltas"]
@@ -176,7 +175,7 @@ def test_rl_cells_that_started_from_other_sft_weights_are_named(tmp_path):
     out, res = tmp_path / "cells", tmp_path / "results"
     for method, digest in (("sft", "aaa"), ("tgrpo", "aaa"), ("ppo", "bbb")):
         _cell(out, 4, method, 0, 0.5)
-        path = paper_table.cell_path(out, 4, method, 0)
+        path = paper_table.Cell(4, method, 0).path(out)
         path.write_text(json.dumps(dict(json.loads(path.read_text()), sft_policy={"weights_sha256": digest})))
     paper_table.summarize(out, res)
     md = (res / "paper_table.md").read_text()
@@ -187,7 +186,7 @@ def test_summary_says_which_rl_settings_differ_from_the_defaults(tmp_path):
     out, res = tmp_path / "cells", tmp_path / "results"
     _cell(out, 2, "sft", 1, 0.8)
     _cell(out, 2, "tgrpo", 1, 0.7)
-    path = paper_table.cell_path(out, 2, "tgrpo", 1)
+    path = paper_table.Cell(2, "tgrpo", 1).path(out)
     path.write_text(json.dumps(dict(json.loads(path.read_text()), config={"lr": 1e-4, "kl_beta": 0.04})))
     paper_table.summarize(out, res)
     md = (res / "paper_table.md").read_text()
@@ -201,7 +200,7 @@ def test_changed_settings_are_read_from_the_config_parts_of_new_cells(tmp_path):
     out, res = tmp_path / "cells", tmp_path / "results"
     _cell(out, 2, "sft", 1, 0.8)
     _cell(out, 2, "tgrpo", 1, 0.7)
-    path = paper_table.cell_path(out, 2, "tgrpo", 1)
+    path = paper_table.Cell(2, "tgrpo", 1).path(out)
     config = PipelineConfig(task=2, seed=1).replace(**{"rl.kl_beta": 0.01}).to_dict()
     path.write_text(json.dumps(dict(json.loads(path.read_text()), config=config)))
     paper_table.summarize(out, res)
@@ -220,7 +219,7 @@ def test_run_overrides_address_the_config_parts():
 
 
 def _rewrite(out, task, method, seed, **fields):
-    path = paper_table.cell_path(out, task, method, seed)
+    path = paper_table.Cell(task, method, seed).path(out)
     path.write_text(json.dumps(dict(json.loads(path.read_text()), **fields)))
 
 
