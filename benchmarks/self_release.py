@@ -24,10 +24,15 @@ from typing import Any
 import numpy as np
 
 from benchmarks.tuning_sweep import HELDOUT_PLACEMENT_OFFSET
+from libero_tgrpo.config import PipelineConfig
+from libero_tgrpo.files import write_json, write_text
 
 RESULTS = Path(__file__).resolve().parent / "results" / "self_release"
-MAX_STEPS = 200
+_TRAIN = PipelineConfig().rl
+MAX_STEPS = _TRAIN.max_steps
 """Steps of a training episode (the main job's ``rl.max_steps``)."""
+TEMPERATURE = _TRAIN.temperature
+"""Sampling temperature of training rollouts (the main job's ``rl.temperature``)."""
 
 
 def check_args(placements: int, temperature: float, max_steps: int) -> None:
@@ -36,12 +41,12 @@ def check_args(placements: int, temperature: float, max_steps: int) -> None:
         raise ValueError(f"placements={placements!r} is not accepted: give 1 or more.")
     if not temperature > 0:
         raise ValueError(f"temperature={temperature!r} is not accepted: sampling needs a temperature > 0 "
-                         "(training samples at 1.0).")
+                         f"(training samples at {TEMPERATURE:g}).")
     if max_steps < 1:
         raise ValueError(f"max_steps={max_steps!r} is not accepted: give 1 or more.")
 
 
-def measure(policy: Any, task: int, *, placements: int = 12, temperature: float = 1.0,
+def measure(policy: Any, task: int, *, placements: int = 12, temperature: float = TEMPERATURE,
             max_steps: int = MAX_STEPS, seed: int = 0) -> dict[str, Any]:
     """Sample one episode per training placement (seeds ``HELDOUT_PLACEMENT_OFFSET + j``) in a training env.
 
@@ -103,8 +108,6 @@ def _table(rows: list[dict[str, Any]]) -> str:
 
 def record(rows: list[dict[str, Any]], results_dir: Path) -> Path:
     """Merge ``rows`` into the results (a row per policy, task, placements, temperature) and rewrite the table."""
-    from libero_tgrpo.files import write_json
-
     path = results_dir / "self_release.json"
     old = json.loads(path.read_text()) if path.is_file() else []
 
@@ -114,7 +117,7 @@ def record(rows: list[dict[str, Any]], results_dir: Path) -> Path:
     merged = {key(r): r for r in old}
     merged.update({key(r): r for r in rows})
     write_json(path, list(merged.values()))
-    (results_dir / "self_release.md").write_text(_table(list(merged.values())))
+    write_text(results_dir / "self_release.md", _table(list(merged.values())))
     return path
 
 
@@ -123,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--task", type=int, required=True, help="task 1-10")
     ap.add_argument("--policy", action="append", required=True, help="a policy.pt (repeat for more)")
     ap.add_argument("--placements", type=int, default=12, help="training placements (default: %(default)s)")
-    ap.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default: %(default)s)")
+    ap.add_argument("--temperature", type=float, default=TEMPERATURE, help="sampling temperature (default: %(default)s)")
     ap.add_argument("--max-steps", type=int, default=MAX_STEPS, help="episode steps (default: %(default)s)")
     ap.add_argument("--results-dir", default=str(RESULTS), help="where to write (default: %(default)s)")
     args = ap.parse_args(argv)
