@@ -7,10 +7,12 @@ linear layers. The processor is the tiny one of ``save_tiny_llava`` (224 px); ac
 log-probs, reference log-probs, one update (log-probs + backward + AdamW), and one TGRPO iteration (per-step
 schedule, L steps) on a synthetic camera env whose step costs nothing; with and without gradient
 checkpointing (``--checkpointing``), with the decoding of ``--decoding`` (``HFVLAPolicy.set_decoding``: the dynamic
-KV cache by default, the static cache, its compiled step, merged sampling). In the run without checkpointing,
-sampling is also timed on the static KV cache and with its compiled decoding step (the compiled step's first
-call, which compiles, is reported apart). Peak GPU memory, the GPU's name and the versions are recorded; each
-number is printed as it lands and the JSON is written after each run.
+KV cache by default, the static cache, its compiled step, merged sampling, ``fast``: all of these and the compiled
+prompt forward). In the first run, sampling is then also timed under each decoding of ``--also``: its first call
+(which compiles) apart, the processor / prefill / decoding-steps split, a call right after an optimizer step (the
+merge, for merged sampling), its greedy tokens' agreement with the dynamic cache's, and a TGRPO iteration. Peak
+GPU memory, the GPU's name and the versions are recorded; each number is printed as it lands and the JSON is
+written after each run.
 
 Writes ``benchmarks/results/hf_gpu.json`` (``--tiny``: ``hf_gpu_tiny.json``; ``--out``: elsewhere).
 ``--tiny`` runs the same code on the tiny LLaVA in float32 on the CPU, on one thread: the smoke test CI runs.
@@ -20,7 +22,7 @@ Recorded on an NVIDIA H200: ``benchmarks/results/hf_gpu/`` (its README gives eac
 
 Usage:
     python benchmarks/hf_gpu.py [--batch 8] [--steps 12] [--repeats 5] [--decoding NAME] [--checkpointing both|on|off]
-                                [--tiny] [--out FILE]
+                                [--also NAME,...] [--tiny] [--out FILE]
 """
 
 from __future__ import annotations
@@ -51,7 +53,8 @@ OPENVLA_7B_SHAPES = {
 }
 #: ``--decoding`` -> ``HFVLAPolicy.set_decoding`` keywords
 DECODINGS = {"dynamic": {}, "static": {"static_cache": True}, "compiled": {"compile_decoding": True},
-             "merged": {"merged_sampling": True}, "merged-compiled": {"merged_sampling": True, "compile_decoding": True}}
+             "merged": {"merged_sampling": True}, "merged-compiled": {"merged_sampling": True, "compile_decoding": True},
+             "fast": {"merged_sampling": True, "compile_decoding": True, "compile_prefill": True}}
 #: OpenVLA's base vocabulary (its logits have 32064 entries; the action ids end at 32000).
 OPENVLA_VOCAB_SIZE = 32000
 
@@ -96,17 +99,22 @@ def build_policy(tmp: Path, tiny: bool, device: str, checkpointing: bool) -> Any
 
 
 def measure(
-    policy: Any, args: argparse.Namespace, out_dir: Path, device: str, decodings: bool = False
+    policy: Any, args: argparse.Namespace, out_dir: Path, device: str, also: list[str] | tuple[str, ...] = (),
+    row: dict[str, Any] | None = None, save: Any = None,
 ) -> dict[str, Any]:
-    """Timings (ms, medians) and peak memory of one policy; with ``decodings``, sampling also on the static KV
-    cache and with the compiled decoding step (``--compile``)."""
+    """Timings (ms, medians) and peak memory of one policy under ``--decoding``, then the sampling of each
+    decoding of ``also`` (:func:`time_decoding`), into ``row``; ``save()`` is called after each number (a run cut
+    short keeps what it measured)."""
     cuda = device.startswith("cuda")
-    policy.set_decoding(**DECODINGS[args.decoding])  # for the sampling timings and the TGRPO iteration
     env = gym.vector.SyncVectorEnv([lambda: SyntheticCameraEnv(size=args.image_size)] * args.batch)
     obs, _ = env.reset(seed=0)
     instr = [INSTRUCTION] * args.batch
     opt = torch.optim.AdamW(policy.trainable_parameters(), lr=1e-5)
+    reference = policy.sample(obs, instr, temperature=0.0)[0]  # greedy on the dynamic cache: what others must give
+    policy.set_decoding(**DECODINGS[args.decoding])  # for the sampling timings and the TGRPO iteration
+    agreement = float((policy.sample(obs, instr, temperature=0.0)[0] == reference).float().mean())
     tokens, _ = policy.sample(obs, instr)
+    gap = logp_gap(policy, obs, instr)
 
     def sync() -> None:
         if cuda:
@@ -134,36 +142,92 @@ def measure(
 
     if cuda:
         torch.cuda.reset_peak_memory_stats()
-    row: dict[str, Any] = {}
+    row = {} if row is None else row
+    save = save or (lambda: None)
 
-    def record(key: str, value: float) -> None:  # each number is printed as it lands (a run can be cut short)
+    def record(key: str, value: float) -> None:  # each number is printed and saved as it lands
         row[key] = value
         print(f"  {key}: {value:.3f}", flush=True)
+        save()
 
     record("sample_ms", 1e3 * timed(sample, args.repeats))
     record("log_probs_ms", 1e3 * timed(forward, args.repeats))
     record("ref_log_probs_ms", 1e3 * timed(ref, args.repeats))
     record("update_ms", 1e3 * timed(update, args.repeats))
-    cfg = tgrpo.TGRPOConfig(iterations=1, max_steps=args.steps, lr=1e-5, output_dir=str(out_dir),
-                            progress_bar=False, plot=False, log_formats=("jsonl",), checkpoint_interval=0)
-    t0 = time.perf_counter()
-    tgrpo.train(env, policy, cfg)
-    sync()
-    record("tgrpo_iteration_s", time.perf_counter() - t0)
+
+    runs = iter(range(1 + len(also)))
+
+    def iteration() -> float:  # each in its own output directory
+        cfg = tgrpo.TGRPOConfig(iterations=1, max_steps=args.steps, lr=1e-5, output_dir=str(out_dir / str(next(runs))),
+                                progress_bar=False, plot=False, log_formats=("jsonl",), checkpoint_interval=0)
+        t0 = time.perf_counter()
+        tgrpo.train(env, policy, cfg)
+        sync()
+        return time.perf_counter() - t0
+
+    record("tgrpo_iteration_s", iteration())
     if cuda:
         record("peak_memory_gib", torch.cuda.max_memory_allocated() / 2**30)
     row["trainable_parameters"] = sum(p.numel() for p in policy.trainable_parameters())
-    if decodings:  # last, as compiling can take long: the static KV cache, then its compiled step (timed apart)
-        variants = [("static", False)] + ([("compiled", True)] if args.compile else [])
-        for name, compiled in variants:
-            policy.set_decoding(static_cache=True, compile_decoding=compiled)
-            t0 = time.perf_counter()
-            sample()
-            record(f"sample_{name}_first_s", time.perf_counter() - t0)
-            record(f"sample_{name}_ms", 1e3 * timed(sample, args.repeats))
-        policy.set_decoding()
+    row["greedy_agreement"], row["logp_gap_max"] = agreement, gap
+    row["also"] = {}
+    for name in also:  # last, as compiling can take long; one failing decoding does not stop the others
+        print(f"  also {name}", flush=True)
+        try:
+            policy.set_decoding()  # the reference: greedy on the dynamic cache with the weights as they are now
+            reference = policy.sample(obs, instr, temperature=0.0)[0]
+            row["also"][name] = time_decoding(policy, name, obs, instr, args.repeats, sync, update, reference)
+            row["also"][name]["tgrpo_iteration_s"] = iteration()
+        except Exception as exc:  # recorded, not raised: the run's other numbers stay
+            row["also"][name] = {"error": f"{type(exc).__name__}: {exc}"[:2000]}
+        print(f"    {row['also'][name]}", flush=True)
+        save()
+        if cuda:
+            row["peak_memory_gib"] = torch.cuda.max_memory_allocated() / 2**30
     env.close()
     return row
+
+
+def logp_gap(policy: Any, obs: Any, instr: list[str]) -> float:
+    """Largest |sampled log-prob - the update's teacher-forced log-prob| of one sampled batch's tokens (nats): a
+    decoding that conditions on the wrong positions shows here, where greedy agreement with random weights (whose
+    action logits are near ties) cannot tell."""
+    tokens, logp = policy.sample(obs, instr)
+    with torch.no_grad():
+        lp, _ = policy.log_probs(obs, instr, tokens)
+    return float((lp.float().cpu() - logp).abs().max())
+
+
+def time_decoding(
+    policy: Any, name: str, obs: Any, instr: list[str], repeats: int, sync: Any, update: Any, reference: Any
+) -> dict[str, Any]:
+    """Sampling under the decoding ``name``: the first call (which compiles, where it does), the share of its
+    greedy tokens equal to ``reference`` (the dynamic cache's at the same weights; bf16 rounding differs between
+    decodings), the mean of ``repeats`` calls split into processor, prefill and decoding steps
+    (``hf_gpu_profile.split_sample``), a call right after an optimizer step (with merged sampling: the merge),
+    and one call under ``torch.profiler`` (``hf_gpu_profile.profile_sample``: GPU busy time and kernels; its
+    operator tables are printed)."""
+    from benchmarks.hf_gpu_profile import profile_sample, split_sample
+
+    policy.set_decoding(**DECODINGS[name])
+    t0 = time.perf_counter()
+    greedy = policy.sample(obs, instr, temperature=0.0)[0]
+    sync()
+    row: dict[str, Any] = {"first_call_s": time.perf_counter() - t0}
+    row["greedy_agreement"] = float((greedy == reference).float().mean())
+    row["logp_gap_max"] = logp_gap(policy, obs, instr)
+    row |= split_sample(policy, obs, instr, repeats, sync)
+    after = []
+    for _ in range(3):
+        update()
+        t0 = time.perf_counter()
+        policy.sample(obs, instr)
+        sync()
+        after.append(time.perf_counter() - t0)
+    row["sample_after_update_ms"] = 1e3 * float(sorted(after)[1])
+    prof, tables = profile_sample(policy, obs, instr, torch.cuda.is_available(), sync)  # GPU busy vs wall time
+    print(tables, flush=True)
+    return row | prof
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -178,13 +242,15 @@ def main(argv: list[str] | None = None) -> int:
                     help="how the policy samples in the timed sampling and TGRPO iteration (set_decoding)")
     ap.add_argument("--checkpointing", choices=("both", "on", "off"), default="both",
                     help="runs with gradient checkpointing on, off, or both (default)")
-    ap.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
-                    help="also time sampling with the compiled decoding step (default: on a GPU only; compiling the "
-                         "tiny model on a CPU takes minutes)")
+    ap.add_argument("--also", default="",
+                    help="comma-separated decodings whose sampling is also timed, in the first run, after its "
+                         f"measurements (of {', '.join(DECODINGS)}; the compiled ones take minutes on a CPU)")
     args = ap.parse_args(argv)
     device = "cpu" if args.tiny else "cuda"
-    if args.compile is None:
-        args.compile = not args.tiny
+    also = [a for a in args.also.split(",") if a]
+    if set(also) - set(DECODINGS):
+        print(f"hf_gpu: --also {args.also!r}: choose from {', '.join(DECODINGS)}", file=sys.stderr)
+        return 2
     if args.tiny:
         # the tiny model's matrices gain nothing from intra-op threads, and on a shared CPU their spinning
         # costs several times the work itself (50 s -> 13 s for the smoke test on a loaded 2-core machine)
@@ -209,11 +275,14 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory() as tmp:
         modes = {"both": (True, False), "on": (True,), "off": (False,)}[args.checkpointing]
-        for checkpointing in modes:  # the CUDA default first
+        for i, checkpointing in enumerate(modes):  # the CUDA default first
             key = "gradient_checkpointing" if checkpointing else "no_checkpointing"
             print(key, flush=True)
+            t0 = time.perf_counter()
             policy = build_policy(Path(tmp), args.tiny, device, checkpointing)
-            results["runs"][key] = measure(policy, args, Path(tmp) / key, device, decodings=not checkpointing)
+            results["runs"][key] = {"build_s": time.perf_counter() - t0}
+            measure(policy, args, Path(tmp) / key, device, also=also if i == 0 else (), row=results["runs"][key],
+                    save=write)
             path = write()
             del policy
             if device == "cuda":

@@ -146,7 +146,8 @@ OPTIONS: dict[type, dict[str, Flag | None]] = {
                "gradient_checkpointing": Flag("gradient-checkpointing"),
                "micro_batch_size": Flag("micro-batch-size"), "image_size": Flag("image-size"),
                "recompute_old_log_probs": Flag("recompute-old-log-probs"), "static_cache": Flag("static-cache"),
-               "compile_decoding": Flag("compile-decoding"), "merged_sampling": Flag("merged-sampling")},
+               "compile_decoding": Flag("compile-decoding"), "compile_prefill": Flag("compile-prefill"),
+               "merged_sampling": Flag("merged-sampling")},
 }
 """The user options: for each config class, its option fields and their flags (``None``: a part)."""
 

@@ -92,7 +92,7 @@ def build_policy(
             arguments of ``HFVLAPolicy.from_pretrained`` as plain data (``device``, ``dtype``,
             ``trust_remote_code``, ``unnorm_key``, ``lora_r``, ``lora_alpha``, ``gradient_checkpointing``,
             ``micro_batch_size``, ``recompute_old_log_probs``, ``static_cache``, ``compile_decoding``,
-            ``merged_sampling``;
+            ``compile_prefill``, ``merged_sampling``;
             ``PipelineConfig.policy_kwargs()``).
 
     Raises:

@@ -38,7 +38,7 @@ decide its results) and when it was started."""
 NOT_IDENTITY = frozenset({"output_dir", "resume", "resume_or_start", "overwrite", "progress", "video",
                           "vectorization", "ray_address", "rl.iterations", "demos.demo_cache", "demos.workers",
                           "video_interval", "snapshot_interval", "rl.log_formats", "hf.static_cache",
-                          "hf.compile_decoding", "hf.merged_sampling"})
+                          "hf.compile_decoding", "hf.compile_prefill", "hf.merged_sampling"})
 """Options that may change when a run is resumed: where and how it runs (local or Ray envs, the cluster), how long
 RL goes on and what it logs on the way (sinks, videos, snapshots), how a Hugging Face model decodes (the static
 KV cache and merged sampling give the dynamic cache's tokens, up to rounding), not what it computes (the demonstrations'

@@ -187,9 +187,12 @@ class HFConfig:
     compile_decoding: bool = False
     """Also compile the decoding step with torch.compile (CUDA graphs on a GPU; implies --static-cache); the
     first action of each batch size compiles."""
+    compile_prefill: bool = False
+    """Also compile the prompt's forward, which then writes straight into the static cache (transformers 5.x,
+    LLaVA-style models; implies --static-cache); the first action of each batch size and prompt length compiles."""
     merged_sampling: bool = False
-    """Sample on the base weights with the LoRA adapter merged in (no adapter kernels while sampling; one kept
-    copy of the adapted base weights in GPU memory, about 13 GiB for a 7B model in bf16)."""
+    """Sample on a merged copy of the base weights with the LoRA adapter folded in (no adapter kernels while
+    sampling; merged again only after an update; about 13 GiB more GPU memory for a 7B model in bf16)."""
 
     def __post_init__(self) -> None:
         for name in ("lora_r", "lora_alpha", "micro_batch_size"):
@@ -213,4 +216,5 @@ class HFConfig:
                 "unnorm_key": self.unnorm_key, "lora_r": self.lora_r, "lora_alpha": self.lora_alpha,
                 "gradient_checkpointing": checkpointing, "micro_batch_size": self.micro_batch_size,
                 "recompute_old_log_probs": self.recompute_old_log_probs, "static_cache": self.static_cache,
-                "compile_decoding": self.compile_decoding, "merged_sampling": self.merged_sampling}
+                "compile_decoding": self.compile_decoding, "compile_prefill": self.compile_prefill,
+                "merged_sampling": self.merged_sampling}

@@ -29,7 +29,9 @@ def test_static_decoding_flags_reach_the_policy_through_the_command_line(model_d
     policy, spec = build_policy(str(model_dir), None, **kwargs)
     assert policy.static_cache and not policy.compile_decoding and spec["static_cache"] is True
     assert parse(["train", "--compile-decoding"])[1].options.hf.compile_decoding
-    assert {"hf.static_cache", "hf.compile_decoding"} <= NOT_IDENTITY
+    prefill = parse(["train", "--compile-prefill"])[1].options.hf
+    assert prefill.compile_prefill and prefill.policy_kwargs()["compile_prefill"] is True
+    assert {"hf.static_cache", "hf.compile_decoding", "hf.compile_prefill"} <= NOT_IDENTITY
     policy.set_decoding()
     assert not policy.static_cache
     with pytest.raises(ValueError, match="use_cache=False"):

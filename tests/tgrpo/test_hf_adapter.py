@@ -84,6 +84,8 @@ def test_static_cache_decodes_as_the_dynamic_cache(model_dir, policy):
         return
     static = HFVLAPolicy.from_pretrained(model_dir, dtype="float32", lora=LoRASettings(r=4, alpha=8), static_cache=True)
     static.load_state_dict(policy.state_dict())
+    # transformers 5: the prompt's forward writes straight into the static cache; 4.x copies a dynamic cache in
+    assert static._static.prefills == transformers.__version__.startswith("5.")
     results = []
     for pol in (policy, static):
         greedy = pol.sample(obs, MIXED, temperature=0.0)
@@ -91,6 +93,36 @@ def test_static_cache_decodes_as_the_dynamic_cache(model_dir, policy):
         results.append([*greedy, *pol.sample(obs, [MIXED[0]] * 4, temperature=1.0)])
     for got, want in zip(results[1], results[0]):
         torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
+def test_compiled_prefill_decodes_as_the_dynamic_cache(model_dir, policy):
+    """The prompt's forward compiled (with the decoding step, on merged weights): the dynamic cache's greedy tokens
+    and, under one seed, its sampled tokens and log-probs, on two calls (the second replays). Where the prompt's
+    forward cannot write into a static cache (transformers 4.x), the option is refused when set."""
+    import transformers
+
+    kw = {"compile_prefill": True, "compile_decoding": True, "merged_sampling": True}
+    if not transformers.__version__.startswith("5."):
+        with pytest.raises(ValueError, match="compile_prefill"):
+            HFVLAPolicy.from_pretrained(model_dir, dtype="float32", **kw)
+        return
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # an adapter that changes the policy (a fresh one has B = 0)
+        for n, p in policy.model.named_parameters():
+            if "lora_B" in n:
+                p.copy_(0.2 * torch.randn(p.shape, generator=gen))
+    fast = HFVLAPolicy.from_pretrained(model_dir, dtype="float32", lora=LoRASettings(r=4, alpha=8), **kw)
+    fast.load_state_dict(policy.state_dict())
+    assert fast.compile_prefill and fast.static_cache and fast._static.prefills
+    obs, rows = random_obs(4, size=48, seed=4), [MIXED[0]] * 4  # one prompt length: one compiled graph
+    results = []
+    for pol in (policy, fast, fast):
+        greedy = pol.sample(obs, rows, temperature=0.0)
+        torch.manual_seed(6)
+        results.append([*greedy, *pol.sample(obs, rows, temperature=1.0)])
+    for got in results[1:]:
+        for g, w in zip(got, results[0]):
+            torch.testing.assert_close(g, w, atol=1e-4, rtol=1e-4)
 
 
 def test_first_token_log_prob_is_the_softmax_over_the_last_256_ids(policy):

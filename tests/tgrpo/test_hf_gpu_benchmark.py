@@ -17,7 +17,7 @@ def test_hf_gpu_tiny_smoke(tmp_path):
     out = tmp_path / "hf_gpu_tiny.json"
     proc = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "hf_gpu.py"), "--tiny", "--batch", "2", "--steps", "2",
-         "--repeats", "1", "--image-size", "32", "--out", str(out)],
+         "--repeats", "1", "--image-size", "32", "--also", "static,merged", "--out", str(out)],
         capture_output=True, text=True, timeout=600, cwd=ROOT,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -26,9 +26,17 @@ def test_hf_gpu_tiny_smoke(tmp_path):
     for row in res["runs"].values():
         assert all(row[k] > 0 for k in ("sample_ms", "log_probs_ms", "ref_log_probs_ms", "update_ms",
                                          "tgrpo_iteration_s"))
-    assert res["runs"]["no_checkpointing"]["sample_static_ms"] > 0  # the static KV cache, timed beside
-    assert "sample_compiled_ms" not in res["runs"]["no_checkpointing"]  # compiling on a CPU: only with --compile
+    first = res["runs"]["gradient_checkpointing"]  # --also: timed in the first run only
+    assert list(first["also"]) == ["static", "merged"] and res["runs"]["no_checkpointing"]["also"] == {}
+    for row in first["also"].values():
+        assert row["sample_ms"] > 0 and row["sample_after_update_ms"] > 0 and row["tgrpo_iteration_s"] > 0
+        assert abs(row["encode_ms"] + row["prefill_ms"] + row["decode_ms"] - row["sample_ms"]) < 1e-6
+        assert row["greedy_agreement"] == 1.0  # float32 on the CPU: the same greedy tokens as the dynamic cache
+        assert row["logp_gap_max"] < 1e-4  # sampled log-probs are the update's, up to float32 rounding
     assert res["device"] == "cpu" and "versions" in res
+    bad = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "hf_gpu.py"), "--tiny", "--also", "warp"],
+                         capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert bad.returncode == 2 and "'warp'" in bad.stderr and "merged-compiled" in bad.stderr
 
 
 def test_hf_gpu_profile_tiny_smoke_and_plot(tmp_path):

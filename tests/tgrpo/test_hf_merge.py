@@ -109,14 +109,46 @@ def test_a_failed_sampling_call_still_restores_the_base_weights(llava_dir):
     with pytest.raises(ValueError, match="instructions"):
         policy.sample(random_obs(4, size=32), ROWS[:3])  # one instruction short: refused inside the merge
     merged = policy._merged
+    own = [m.base_layer.weight.data_ptr() for m in merged.layers]
     with pytest.raises(RuntimeError, match="boom"), merged.active():
-        assert any(not torch.equal(m.base_layer.weight, w0) for m, w0 in zip(merged.layers, merged.kept))
+        assert [m.base_layer.weight.data_ptr() for m in merged.layers] == [w.data_ptr() for w in merged.merged]
         raise RuntimeError("boom")
+    assert [m.base_layer.weight.data_ptr() for m in merged.layers] == own
     after = _base_weights(policy)
     assert all(torch.equal(before[k], after[k]) for k in before)
-    assert merged.kept_bytes == sum(w.numel() * 4 for w in merged.kept)
+    assert merged.merged_bytes == sum(w.numel() * 4 for w in merged.merged)
     policy.set_decoding()
     assert policy._merged is None and not policy.merged_sampling
+
+
+def test_merged_copies_are_made_once_per_change_of_the_adapter_or_base_weights(llava_dir):
+    """Calls between two updates reuse the merged copies (one merge); an optimizer step that bypasses version
+    counters (fused AdamW) or an in-place change of a base weight makes the next call merge again, and sampling
+    then follows the changed policy."""
+    kw = {"dtype": "float32", "lora": LoRASettings(r=4, alpha=8)}
+    merged = _trained(HFVLAPolicy.from_pretrained(llava_dir, merged_sampling=True, **kw))
+    plain = HFVLAPolicy.from_pretrained(llava_dir, **kw)
+    obs = random_obs(4, size=48, seed=6)
+    for _ in range(3):
+        merged.sample(obs, ROWS, temperature=0.0)
+    assert merged._merged.merges == 1
+    opt = torch.optim.AdamW(merged.trainable_parameters(), lr=0.05, fused=True)
+    versions = [p._version for p in merged.trainable_parameters()]
+    lp, _ = merged.log_probs(obs, ROWS, merged.sample(obs, ROWS, temperature=0.0)[0])
+    lp.sum().backward()
+    opt.step()
+    assert [p._version for p in merged.trainable_parameters()] == versions  # no version counter moved
+    plain.load_state_dict(merged.state_dict())
+    for g, w in zip(_decode(merged, obs), _decode(plain, obs)):
+        torch.testing.assert_close(g, w, atol=1e-4, rtol=1e-4)
+    assert merged._merged.merges == 2
+    layer = merged._merged.layers[0].base_layer
+    with torch.no_grad():
+        layer.weight.mul_(1.5)
+    plain.load_state_dict(merged.state_dict())
+    for g, w in zip(_decode(merged, obs), _decode(plain, obs)):  # larger activations: a looser rounding bound
+        torch.testing.assert_close(g, w, atol=1e-3, rtol=1e-3)
+    assert merged._merged.merges == 3
 
 
 def test_merged_weights_refuses_a_model_without_lora_layers(llava_dir):

@@ -11,8 +11,8 @@ tokenizer's vocabulary as the action bins (:meth:`tgrpo.tokenizer.ActionTokenize
   once and each step reuses the KV cache (rows that share a prompt length are decoded together); with
   ``use_cache=False`` each step is a full forward of prompt + tokens so far. OpenVLA's own forward takes a
   cached step at batch size 1 only, so its preset sends the decoding steps straight to its ``language_model``
-  (:data:`OPENVLA_PRESET`). ``static_cache`` decodes on a preallocated cache with fixed shapes and
-  ``compile_decoding`` compiles that step (CUDA graphs on a GPU): :mod:`tgrpo.policies.hf_decoding`.
+  (:data:`OPENVLA_PRESET`). ``static_cache`` decodes on a preallocated cache with fixed shapes, which
+  ``compile_decoding`` and ``compile_prefill`` make CUDA graphs of on a GPU (:mod:`tgrpo.policies.hf_decoding`).
 * **Log-probs** (:meth:`HFVLAPolicy.log_probs`): one teacher-forced forward of prompt + the 7 tokens, in
   micro-batches of ``micro_batch_size`` rows; the logits at the 7 positions that predict the action tokens
   are restricted to the action ids, exactly as at sampling.
@@ -22,11 +22,10 @@ tokenizer's vocabulary as the action bins (:meth:`tgrpo.tokenizer.ActionTokenize
   SFT of the adapter (:meth:`HFVLAPolicy.reset_reference`), or when a trained adapter is loaded, it is a frozen
   copy of that adapter, kept as a second peft adapter named :data:`REFERENCE_ADAPTER` (a few hundred MB for
   a 7B model at r=32, never a second copy of the base weights). :attr:`HFVLAPolicy.reference` says which.
-* **Old log-probs** (``recompute_old_log_probs``): by default :meth:`HFVLAPolicy.sample` returns the
-  log-probs of its own decoding pass (KV cache, eval mode), which differ from the update's teacher-forced
-  forward by rounding (up to 0.10 nats in bf16 on an H200); with ``recompute_old_log_probs=True`` they are
-  recomputed with the update's forward (one more forward per sampled batch), so that the importance ratio is
-  exactly 1 at the first update of an iteration.
+* **Old log-probs** (``recompute_old_log_probs``): by default :meth:`HFVLAPolicy.sample` returns the log-probs
+  of its own decoding pass (KV cache, eval mode), which differ from the update's teacher-forced forward by
+  rounding (up to 0.10 nats in bf16 on an H200); with ``recompute_old_log_probs=True`` the update's forward
+  recomputes them (one more forward per sampled batch): the importance ratio is exactly 1 at the first update.
 * **Files**: :meth:`HFVLAPolicy.save_pretrained` writes the adapter(s) in peft's format (safetensors);
   ``state_dict`` holds the adapter weights only. No copy of the base model is ever written.
 
@@ -44,6 +43,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -130,8 +130,10 @@ class HFVLAPolicy(nn.Module):
             each decoding step has the same shapes; needs ``use_cache``.
         compile_decoding: also run each decoding step through ``torch.compile`` (CUDA graphs on a GPU; implies
             ``static_cache``). The first call of each batch size and prompt length compiles.
-        merged_sampling: sample on the base weights with the adapter merged in (:class:`MergedWeights`): no
-            adapter kernels in the sampling forwards, one kept copy of the adapted base weights in memory.
+        compile_prefill: also compile the prompt's forward, which then writes straight into the static cache
+            (transformers 5.x, LLaVA-style models; implies ``static_cache``).
+        merged_sampling: sample on a merged copy of the adapted base weights (:class:`MergedWeights`): no
+            adapter kernels in the sampling forwards, merged again only after the adapter changed.
         recompute_old_log_probs: :meth:`sample` returns log-probs recomputed with the update's forward (the
             teacher-forced pass of :meth:`log_probs`, same micro-batches, same train/eval mode) instead of
             those of its decoding pass, so that the importance ratio is exactly 1 at the first update on the
@@ -164,6 +166,7 @@ class HFVLAPolicy(nn.Module):
         recompute_old_log_probs: bool = False,
         static_cache: bool = False,
         compile_decoding: bool = False,
+        compile_prefill: bool = False,
         merged_sampling: bool = False,
     ) -> None:
         super().__init__()
@@ -198,8 +201,6 @@ class HFVLAPolicy(nn.Module):
         self.micro_batch_size = int(micro_batch_size)
         self.use_cache = preset.use_cache if use_cache is None else bool(use_cache)
         self.decoder_attr = preset.decoder_attr
-        self.static_cache = self.compile_decoding = False
-        self._static: StaticDecoder | None = None
         self.mirror_images = preset.mirror_images if mirror_images is None else bool(mirror_images)
         self.gradient_checkpointing = bool(gradient_checkpointing)
         self.recompute_old_log_probs = bool(recompute_old_log_probs)
@@ -229,7 +230,7 @@ class HFVLAPolicy(nn.Module):
                 base.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
         self.model.eval()
         self.set_decoding(static_cache=static_cache, compile_decoding=compile_decoding,
-                          merged_sampling=merged_sampling)
+                          compile_prefill=compile_prefill, merged_sampling=merged_sampling)
 
     @classmethod
     def from_pretrained(
@@ -267,7 +268,6 @@ class HFVLAPolicy(nn.Module):
                 there is exactly one (as OpenVLA's ``predict_action``), an error when there are several, no
                 un-normalisation for a model without ``norm_stats``. An ``action_transform`` argument wins.
             **kwargs: constructor arguments (``lora``, ``micro_batch_size``, ``gradient_checkpointing``, ...).
-
 
         Raises:
             HFLoadError: (a ``ValueError``) when the model, its processor or the adapter cannot be loaded (a
@@ -336,9 +336,10 @@ class HFVLAPolicy(nn.Module):
         return prompt + extra
 
     def _forward(
-        self, seqs: list[list[int]], extras: dict[str, torch.Tensor], rows: Sequence[int], **kw: Any
+        self, seqs: list[list[int]], extras: dict[str, torch.Tensor], rows: Sequence[int], call: Any = None, **kw: Any
     ) -> Any:
-        """Forward right-padded sequences of ``rows`` with their images; returns the model output."""
+        """Forward right-padded ``rows`` with their images through ``call`` (default: the model; ``kw`` may replace
+        the padding ``attention_mask``); returns what it returns."""
         width = max(len(s) for s in seqs)
         ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
         att = torch.zeros((len(seqs), width), dtype=torch.long)
@@ -349,7 +350,8 @@ class HFVLAPolicy(nn.Module):
         inputs = {
             k: v[idx].to(dev, self.dtype if v.is_floating_point() else v.dtype) for k, v in extras.items()
         }
-        return self.model(input_ids=ids.to(dev), attention_mask=att.to(dev), **inputs, **kw)
+        kw.setdefault("attention_mask", att.to(dev))
+        return (call or self.model)(input_ids=ids.to(dev), **inputs, **kw)
 
     def _action_logits(self, logits: torch.Tensor) -> torch.Tensor:
         """[..., V'] model logits -> [..., n_bins] float32 logits indexed by action token (id V - 1 - k)."""
@@ -401,10 +403,11 @@ class HFVLAPolicy(nn.Module):
             groups: dict[int, list[int]] = {}
             for r, p in enumerate(prompts):
                 groups.setdefault(len(p) if self.use_cache else 0, []).append(r)
+            decode = self._sample_cached if self.use_cache else self._sample_full
             for group in groups.values():
                 for s in range(0, len(group), self.micro_batch_size):
                     rows = group[s : s + self.micro_batch_size]
-                    tk, lp = self._sample_rows(prompts, extras, rows, temperature)
+                    tk, lp = decode([list(prompts[r]) for r in rows], extras, rows, temperature)
                     tokens[rows], logp[rows] = tk.cpu(), lp.cpu().float()
         with torch.no_grad():
             if self.recompute_old_log_probs and temperature > 0:
@@ -413,24 +416,21 @@ class HFVLAPolicy(nn.Module):
                 logp = logp.cpu().float()
         return tokens, logp
 
-    def _sample_rows(
-        self, prompts: list[list[int]], extras: dict[str, torch.Tensor], rows: list[int], temperature: float
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        sample = self._sample_cached if self.use_cache else self._sample_full
-        return sample([list(prompts[r]) for r in rows], extras, rows, temperature)
-
     def _sample_cached(
         self, seqs: list[list[int]], extras: dict[str, torch.Tensor], rows: list[int], temperature: float
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Decoding with the KV cache: one forward of the prompts, then one of each new token. The rows share
         one prompt length (no padding), so the cache stays aligned."""
-        out = self._forward(seqs, extras, rows, use_cache=True)
-        past, last = out.past_key_values, out.logits[:, -1]
-        length = out.logits.shape[1]
-        static = self._static
-        if static is not None:
-            static.start(past, length + self.action_dim - 1)
-            past = out = None  # the prompt's dynamic cache is copied; free it
+        static, length, past = self._static, len(seqs[0]), None
+        if static is not None and static.prefills:  # the prompt's forward fills the static cache itself
+            run = partial(self._forward, seqs, extras, rows)
+            last = static.prefill(run, len(rows), length, length + self.action_dim - 1)
+        else:
+            out = self._forward(seqs, extras, rows, use_cache=True)
+            past, last, length = out.past_key_values, out.logits[:, -1], out.logits.shape[1]
+            if static is not None:
+                static.start(past, length + self.action_dim - 1)
+                past = out = None  # the prompt's dynamic cache is copied; free it
         try:
             return self._decode(last, past, length, rows, temperature, static)
         finally:
@@ -460,25 +460,25 @@ class HFVLAPolicy(nn.Module):
         return torch.stack(out_tok, 1), torch.stack(out_lp, 1)
 
     def set_decoding(
-        self, *, static_cache: bool = False, compile_decoding: bool = False, merged_sampling: bool = False
+        self, *, static_cache: bool = False, compile_decoding: bool = False, compile_prefill: bool = False,
+        merged_sampling: bool = False,
     ) -> None:
-        """Choose how :meth:`sample` decodes with the KV cache: the dynamic cache (default), a static cache
-        (:class:`StaticDecoder`), or a static cache with a compiled step (``compile_decoding`` implies
-        ``static_cache``); each with or without the adapter merged into the base weights while sampling
-        (:class:`MergedWeights`). All give the same tokens and log-probs, up to floating-point rounding.
+        """Choose how :meth:`sample` decodes with the KV cache: the dynamic cache (default) or a static one
+        (:class:`StaticDecoder`, also with a compiled step and/or prompt forward), with or without the adapter
+        merged in (:class:`MergedWeights`); all give the same tokens and log-probs, up to rounding.
 
         Raises:
-            ValueError: for a static cache without ``use_cache``, or a model whose decoding step cannot use one.
+            ValueError: for a static cache without ``use_cache``, or a model that cannot decode as asked.
         """
-        static = bool(static_cache) or bool(compile_decoding)
+        flags = {"static_cache": static_cache, "compile_decoding": compile_decoding, "compile_prefill": compile_prefill}
+        static = any(flags.values())
         if static and not self.use_cache:
-            raise ValueError(
-                f"static_cache={static_cache}, compile_decoding={compile_decoding} need the KV cache; they do "
-                "not go with use_cache=False."
-            )
-        self._static = StaticDecoder(self._decoder(), compile=bool(compile_decoding)) if static else None
-        self.static_cache, self.compile_decoding = static, bool(compile_decoding)
-        self._merged = None  # the kept weights of an earlier call are freed before a new copy is made
+            raise ValueError(f"{flags} need the KV cache; they do not go with use_cache=False.")
+        self._static = StaticDecoder(self._decoder(), compile=bool(compile_decoding), model=self.model,
+                                     compile_prefill=bool(compile_prefill)) if static else None
+        self.static_cache = static
+        self.compile_decoding, self.compile_prefill = bool(compile_decoding), bool(compile_prefill)
+        self._merged = None  # the merged copies of an earlier call are freed before new ones are made
         self._merged = MergedWeights(self.model) if merged_sampling else None
         self.merged_sampling = bool(merged_sampling)
 
