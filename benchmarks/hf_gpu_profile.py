@@ -42,6 +42,8 @@ from libero_tgrpo.versions import machine, now, versions  # noqa: E402
 VARIANTS: dict[str, tuple[dict[str, bool], bool]] = {"dynamic": (DECODINGS["dynamic"], False),
                                                      "dynamic_lora_off": (DECODINGS["dynamic"], True)}
 VARIANTS |= {name.replace("-", "_"): (kw, False) for name, kw in DECODINGS.items() if name != "dynamic"}
+#: the variants that compile (minutes on a CPU: GPU only)
+COMPILED = {name for name, (kw, _) in VARIANTS.items() if kw.get("compile_decoding") or kw.get("compile_prefill")}
 
 
 def split_sample(policy: Any, obs: Any, instr: list[str], repeats: int, sync: Any) -> dict[str, float]:
@@ -158,9 +160,9 @@ def main(argv: list[str] | None = None) -> int:
     tables: list[str] = []
     with tempfile.TemporaryDirectory() as tmp:
         policy = build_policy(Path(tmp), args.tiny, "cuda" if cuda else "cpu", checkpointing=False)
-        names = args.variants.split(",") if args.variants else [v for v in VARIANTS if cuda or "compiled" not in v]
+        names = args.variants.split(",") if args.variants else [v for v in VARIANTS if cuda or v not in COMPILED]
         unknown = sorted(set(names) - set(VARIANTS))
-        if unknown or (not cuda and any("compiled" in n for n in names)):
+        if unknown or (not cuda and any(n in COMPILED for n in names)):
             print(f"hf_gpu_profile: --variants {args.variants!r}: choose from {', '.join(VARIANTS)} (compiled ones on "
                   "a GPU only)", file=sys.stderr)
             return 2

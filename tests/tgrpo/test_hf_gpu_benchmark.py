@@ -62,3 +62,6 @@ def test_hf_gpu_profile_tiny_smoke_and_plot(tmp_path):
     bad = subprocess.run([sys.executable, script, "--tiny", "--variants", "dynamic,warp", "--out", str(tmp_path)],
                          capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert bad.returncode == 2 and "'dynamic,warp'" in bad.stderr and "merged_compiled" in bad.stderr
+    compiled = subprocess.run([sys.executable, script, "--tiny", "--variants", "fast", "--out", str(tmp_path)],
+                              capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert compiled.returncode == 2 and "compiled ones on a GPU only" in compiled.stderr  # compiles: refused on a CPU
