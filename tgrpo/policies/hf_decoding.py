@@ -92,7 +92,8 @@ class StaticDecoder:
         if self._explicit_layout and not self._takes_cache_position:
             raise ValueError(
                 f"static_cache: {type(inner).__name__}.forward takes no cache_position, which a static cache needs "
-                "under this transformers version; use the dynamic cache (static_cache=False, compile_decoding=False)."
+                "under this transformers version; use the dynamic cache (static_cache=False, compile_decoding=False, "
+                "compile_prefill=False)."
             )
         self._inner = inner
         # the models under peft's wrapper, whose forward only passes the call on (and breaks a compiled graph); the
