@@ -136,9 +136,9 @@ class SFTSetting:
                 self.expert_close_steps != EXPERT_CLOSE_STEPS or self.expert_lift != EXPERT_LIFT)
 
     def describe(self) -> str:
-        """``100 demonstrations, 300 epochs, hidden 128x128`` (and ``, demonstrations until LIBERO's success``,
-        ``, expert noise 0.2``, ``, expert close_steps 0``, ``, expert lift rule still``)."""
-        end = "" if self.demo_until == "is_placed" else ", demonstrations until LIBERO's success"
+        """``100 demonstrations, 300 epochs, hidden 128x128, demonstrations through the release`` (or ``until
+        LIBERO's success``; and ``, expert noise 0.2``, ``, expert close_steps 0``, ``, expert lift rule still``)."""
+        end = ", demonstrations " + ("through the release" if self.demo_until == "is_placed" else "until LIBERO's success")
         end += f", expert noise {self.demo_noise:g}" if self.demo_noise else ""
         end += "" if self.expert_close_steps == EXPERT_CLOSE_STEPS else f", expert close_steps {self.expert_close_steps}"
         end += "" if self.expert_lift == EXPERT_LIFT else f", expert lift rule {self.expert_lift}"

@@ -175,7 +175,8 @@ def test_sft_study_runs_resumably_and_its_rule_picks_the_smallest_setting_reachi
     md = (tmp_path / "results" / "tuning_sweep.md").read_text()
     assert "## SFT regime study" in md and "## RL settings" not in md
     assert "| T4 | d100_e100_h128x128 | 2 | 82.0 ± 1.4 | 72.0 ± 1.4 | 10 |" in md
-    assert "Chosen: **d100_e100_h128x128** (100 demonstrations, 100 epochs, hidden 128x128)" in md
+    assert ("Chosen: **d100_e100_h128x128** (100 demonstrations, 100 epochs, hidden 128x128, demonstrations through "
+            "the release)") in md
     assert "PAPER_SFT = SFTSetting(num_demos=100, epochs=100, hidden=(128, 128), demo_until='is_placed')" in md
 
     # the target is the summary's: a higher one picks a larger setting; one out of reach names the best
