@@ -160,17 +160,20 @@ class StaticDecoder:
                 cache.value_cache.zero_()
         else:
             self._cache.reset()
-        # which of the cache's slots hold a token: without it, attention would also weigh the empty slots (zero
-        # keys) where the transformers version sizes the causal mask from the tokens seen rather than the cache
+        # which of the cache's slots hold a token, read by the steps of transformers 4.x only: there attention would
+        # otherwise also weigh the empty slots (zero keys), as the causal mask is sized from the tokens seen rather
+        # than the cache; under transformers 5 the cache's causal mask hides them (the mask's shape still bounds
+        # the step's position)
         assert self._mask is not None
-        self._mask.zero_()
-        self._mask[:, :prompt_len] = 1
+        if self._explicit_layout:
+            self._mask.zero_()
+            self._mask[:, :prompt_len] = 1
         return fresh
 
     def prefill(self, run: Any, batch: int, prompt_len: int, max_len: int) -> torch.Tensor:
         """The prompt's forward straight into the static cache (where :attr:`prefills`): ``run(call, **kw)`` must
-        call ``call`` with the prompt's inputs (``input_ids`` [batch, prompt_len], images) and ``kw`` (the cache,
-        the slot mask, ``logits_to_keep=1``) and return what it returns. Returns the last position's logits
+        call ``call`` with the prompt's inputs (``input_ids`` [batch, prompt_len], images) and ``kw`` (the cache, no
+        attention mask, ``logits_to_keep=1``) and return what it returns. Returns the last position's logits
         [batch, V]; decoding steps follow from position ``prompt_len``. Call :meth:`finish` after the last step."""
         config = _text_config(self.decoder.config)
         emb = self.model.get_input_embeddings().weight
