@@ -16,13 +16,14 @@ is one JSON file under ``--out-dir``, written atomically when it finishes; ``run
 so the sweep can be stopped and restarted at any point. ``summary`` writes
 ``benchmarks/results/tuning_sweep.{md,json,png}``.
 
-A *setting* is (learning rate, KL beta, temperature, update schedule, target KL); ``run`` sweeps the product of
-the lists it is given. Everything else is the main job's, except what the unit-size flags change (iterations,
+A *setting* is (learning rate, KL beta, temperature, update schedule, target KL, TGRPO's alphas); ``run`` sweeps
+the product of the lists it is given. Everything else is the main job's, except what the unit-size flags change (iterations,
 group size, number of held-out placements, evaluation envs).
 
 Usage:
     python -m benchmarks.tuning_sweep run                  # the default plan (~80 min on 2 cores), resumable
     python -m benchmarks.tuning_sweep run --lrs 1e-4,3e-5,1e-5 --kl-betas 0.04 --seeds 0-4
+    python -m benchmarks.tuning_sweep run --tasks 2 --lrs 3e-5 --alphas paper,0.5:0.5,0:1   # TGRPO's alphas
     python -m benchmarks.tuning_sweep run --iterations 2 --num-envs 2 --eval-placements 2 --seeds 0 \\
         --lrs 1e-4 --kl-betas 0.04 --out-dir outputs/tuning_tiny --results-dir outputs/tuning_tiny
     python -m benchmarks.tuning_sweep list                 # the plan and what is done
@@ -104,12 +105,16 @@ class Setting:
     temperature: float
     update_schedule: str = "per_step"
     target_kl: float | None = None
+    alphas: tuple[float, float] | None = None
+    """TGRPO's ``(alpha1, alpha2)`` (normalised to their ratio like every run's); None: the paper's for the task."""
 
     @property
     def key(self) -> str:
-        """``lr0.0001_beta0.04_temp1_per_step`` (plus ``_tkl<value>`` with a target KL)."""
+        """``lr0.0001_beta0.04_temp1_per_step`` (plus ``_tkl<value>`` with a target KL, ``_a<alpha1>-<alpha2>``
+        with alphas other than the paper's)."""
         key = f"lr{self.lr:g}_beta{self.kl_beta:g}_temp{self.temperature:g}_{self.update_schedule}"
-        return key if self.target_kl is None else f"{key}_tkl{self.target_kl:g}"
+        key = key if self.target_kl is None else f"{key}_tkl{self.target_kl:g}"
+        return key if self.alphas is None else f"{key}_a{self.alphas[0]:g}-{self.alphas[1]:g}"
 
     def overrides(self) -> dict[str, Any]:
         """``PipelineConfig.replace`` changes of the setting."""
@@ -117,6 +122,8 @@ class Setting:
                                "rl.update_schedule": self.update_schedule}
         if self.target_kl is not None:
             out["rl.target_kl"] = self.target_kl
+        if self.alphas is not None:
+            out["alpha1"], out["alpha2"] = self.alphas
         return out
 
 
@@ -170,10 +177,11 @@ class Unit:
 
 
 def settings_grid(lrs: list[float], kl_betas: list[float], temperatures: list[float], schedules: list[str],
-                  target_kls: list[float | None]) -> list[Setting]:
-    """Every combination of the lists, in order."""
-    return [Setting(lr, b, t, s, k) for lr, b, t, s, k in itertools.product(lrs, kl_betas, temperatures,
-                                                                              schedules, target_kls)]
+                  target_kls: list[float | None],
+                  alphas: list[tuple[float, float] | None] | None = None) -> list[Setting]:
+    """Every combination of the lists, in order (``alphas`` None: the paper's only)."""
+    return [Setting(lr, b, t, s, k, a) for lr, b, t, s, k, a in itertools.product(
+        lrs, kl_betas, temperatures, schedules, target_kls, alphas or [None])]
 
 
 def plan(tasks: list[int], seeds: list[int], settings: list[Setting]) -> list[Unit]:
@@ -329,6 +337,25 @@ def _target_kls(text: str) -> list[float | None]:
     return [None if v.strip().lower() in ("none", "off") else float(v) for v in text.split(",") if v.strip()]
 
 
+def _alphas(text: str) -> list[tuple[float, float] | None]:
+    """``--alphas``: pairs ``alpha1:alpha2`` by commas, ``paper`` for the task's paper values
+    (``paper,0.5:0.5,0:1``)."""
+    out: list[tuple[float, float] | None] = []
+    for v in (v.strip() for v in text.split(",")):
+        if v == "paper":
+            out.append(None)
+            continue
+        try:
+            a1, a2 = (float(x) for x in v.split(":"))
+        except ValueError:
+            a1 = a2 = float("nan")
+        if not (a1 >= 0 and a2 >= 0 and a1 + a2 > 0):
+            raise SystemExit(f"--alphas {text!r} is not accepted ({v!r}): give 'paper' or pairs alpha1:alpha2 of "
+                             "numbers >= 0, not both 0, by commas, e.g. 'paper,0.5:0.5,0:1'")
+        out.append((a1, a2))
+    return out
+
+
 def _hidden_list(text: str) -> list[tuple[int, ...]]:
     """``--hidden``: settings separated by commas, widths by ``x`` (``128x128,256x256``)."""
     from libero_tgrpo.parsing import parse_hidden
@@ -378,7 +405,8 @@ def _plan_from(args: argparse.Namespace) -> tuple[list[Unit], UnitSize]:
             _config(u, size, Path(args.out_dir))
         return units, size
     settings = settings_grid(_floats(args.lrs), _floats(args.kl_betas), _floats(args.temperatures),
-                             _choices(args.schedules, "--schedules", UPDATE_SCHEDULES), _target_kls(args.target_kls))
+                             _choices(args.schedules, "--schedules", UPDATE_SCHEDULES), _target_kls(args.target_kls),
+                             _alphas(args.alphas))
     units = plan(tasks, parse_ints(args.seeds), settings)
     # every config of the plan is built (and so checked) before any work starts
     for u in units:
@@ -599,6 +627,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--schedules", default="per_step", help="update schedules (default: %(default)s)")
         p.add_argument("--target-kls", default="none",
                        help="target KL of the early stop ('none': off) (default: %(default)s)")
+        p.add_argument("--alphas", default="paper",
+                       help="TGRPO's alpha1:alpha2 pairs, or 'paper' for the task's paper values, by commas "
+                            "(default: %(default)s)")
         add_sft_study_arguments(p)
         p.add_argument("--iterations", type=int, default=None, help="RL iterations (default: the main job's)")
         p.add_argument("--num-envs", type=int, default=None, help="group size M (default: the main job's)")

@@ -40,6 +40,20 @@ def test_settings_reach_the_pipeline_config(tmp_path):
     assert held.rl_config(tmp_path).target_kl == 0.05
 
 
+def test_alpha_settings_reach_the_run_normalised_and_paper_keeps_the_old_keys(tmp_path):
+    units, _ = ts._plan_from(ts.build_parser().parse_args(_args(
+        tmp_path, "--tasks", "2", "--seeds", "0", "--lrs", "3e-5", "--alphas", "paper,1:3,0:1")))
+    assert [u.setting_key for u in units] == ["sft", "lr3e-05_beta0.04_temp1_per_step",
+                                              "lr3e-05_beta0.04_temp1_per_step_a1-3",
+                                              "lr3e-05_beta0.04_temp1_per_step_a0-1"]
+    alphas = [ts._config(u, ts.UnitSize(), tmp_path).alphas for u in units[1:]]
+    assert alphas[0] == pytest.approx((0.90909, 0.09091), abs=1e-4)  # Task2's paper ratio (10 : 1)
+    assert alphas[1:] == [(0.25, 0.75), (0.0, 1.0)]
+    for bad in ("0:0", "1", "a:b", "-1:2", "paper,1:1:1"):
+        with pytest.raises(SystemExit, match=f"--alphas '{bad}'"):
+            ts.main(_args(tmp_path, f"--alphas={bad}"))
+
+
 def test_heldout_placements_are_not_training_placements():
     seeds = ts.heldout_placements(30)
     assert seeds == list(range(ts.HELDOUT_PLACEMENT_OFFSET, ts.HELDOUT_PLACEMENT_OFFSET + 30))
