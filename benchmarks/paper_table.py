@@ -557,9 +557,9 @@ def _changed_settings(cells: list[dict[str, Any]]) -> list[str]:
         if c["method"] == "sft":
             continue
         cfg = c.get("config") or {}
-        for key in SWEEP_SETTINGS:
+        for key in SWEEP_SETTINGS:  # PPO's iterations are a cap (PPO_ITERATION_CAP_FACTOR): it stops at the env steps
             value = _setting(cfg, key)
-            if value is not None and value != getattr(default, key):
+            if value is not None and value != getattr(default, key) and (key, c["method"]) != ("iterations", "ppo"):
                 found[(key, value)] = found.get((key, value), 0) + 1
 
     def fmt(v: Any) -> str:

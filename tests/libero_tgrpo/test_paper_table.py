@@ -203,9 +203,12 @@ def test_changed_settings_are_read_from_the_config_parts_of_new_cells(tmp_path):
     path = paper_table.Cell(2, "tgrpo", 1).path(out)
     config = PipelineConfig(task=2, seed=1).replace(**{"rl.kl_beta": 0.01}).to_dict()
     path.write_text(json.dumps(dict(json.loads(path.read_text()), config=config)))
+    _cell(out, 2, "ppo", 1, 0.6)  # PPO's iterations are its cap, not a changed setting
+    ppo = PipelineConfig(task=2, seed=1).replace(**{"rl.iterations": 4 * PipelineConfig().rl.iterations}).to_dict()
+    _rewrite(out, 2, "ppo", 1, config=ppo)
     paper_table.summarize(out, res)
     md = (res / "paper_table.md").read_text()
-    assert "kl beta 0.01 (1 RL cell; default 0.04)." in md and "lr 3e-05" not in md
+    assert "kl beta 0.01 (1 RL cell; default 0.04)." in md and "lr 3e-05" not in md and "iterations 120" not in md
 
 
 def test_run_overrides_address_the_config_parts():
