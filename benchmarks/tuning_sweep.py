@@ -80,6 +80,7 @@ from benchmarks.sft_study import (
 from libero_gym import TERMINATION_KEYS
 from libero_gym.experts import LIFT_RULES
 from libero_tgrpo.files import write_json, write_text
+from libero_tgrpo.paper import paper_alphas
 
 DEFAULT_OUT = "outputs/tuning_sweep"
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -106,7 +107,8 @@ class Setting:
     update_schedule: str = "per_step"
     target_kl: float | None = None
     alphas: tuple[float, float] | None = None
-    """TGRPO's ``(alpha1, alpha2)`` (normalised to their ratio like every run's); None: the paper's for the task."""
+    """TGRPO's ``(alpha1, alpha2)`` (normalised to their ratio like every run's); None: the paper's for the task,
+    also on a task whose run default was chosen otherwise (``libero_tgrpo.config.HELDOUT_ALPHAS``)."""
 
     @property
     def key(self) -> str:
@@ -225,6 +227,8 @@ def _config(unit: Unit, size: UnitSize, out_dir: Path) -> Any:
 
     changes = {**size.overrides(), **({} if unit.setting is None else unit.setting.overrides()),
                **({} if unit.sft is None else unit.sft.overrides())}
+    if unit.setting is not None and unit.setting.alphas is None:  # 'paper': also where the run's default is not
+        changes["alpha1"], changes["alpha2"] = paper_alphas(unit.task)
     cfg = PipelineConfig(task=unit.task, seed=unit.seed, output_dir=str(unit.sft_dir(out_dir)), video=False)
     return cfg.replace(**changes)
 
@@ -628,7 +632,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--target-kls", default="none",
                        help="target KL of the early stop ('none': off) (default: %(default)s)")
         p.add_argument("--alphas", default="paper",
-                       help="TGRPO's alpha1:alpha2 pairs, or 'paper' for the task's paper values, by commas "
+                       help="TGRPO's alpha1:alpha2 pairs, or 'paper' for the task's paper values (also where "
+                            "the run's default differs), by commas "
                             "(default: %(default)s)")
         add_sft_study_arguments(p)
         p.add_argument("--iterations", type=int, default=None, help="RL iterations (default: the main job's)")

@@ -46,6 +46,17 @@ def test_ablations_are_normalised_after_zeroing_on_every_task():
         method_alphas("step_only", 4, alpha1=0.0)
 
 
+def test_task2_defaults_to_its_heldout_alphas_and_the_others_to_the_papers():
+    from libero_tgrpo.config import HELDOUT_ALPHAS, PipelineConfig, default_alphas
+
+    assert HELDOUT_ALPHAS == {2: (0.2, 0.8)}  # benchmarks/results/alpha_task2/
+    assert PipelineConfig(task=2).alphas == (0.2, 0.8) and method_alphas("tgrpo", 2) == (0.2, 0.8)
+    assert PipelineConfig(task=2, alpha1=1.0, alpha2=0.1).alphas == pytest.approx((0.90909, 0.09091), abs=1e-4)
+    assert PipelineConfig(task=2, method="step_only").alphas == (1.0, 0.0)  # the ablations do not change
+    for task in (1, *range(3, 11)):
+        assert default_alphas(task) == PAPER_ALPHAS[task], task
+
+
 def test_method_alphas_errors():
     with pytest.raises(ValueError, match="method='grpo'"):
         method_alphas("grpo", 4)
