@@ -46,6 +46,8 @@ _LAZY = {
     "DemoConfig": "libero_tgrpo.stage_configs",
     "EvalConfig": "libero_tgrpo.stage_configs",
     "method_alphas": "libero_tgrpo.config",
+    "default_alphas": "libero_tgrpo.config",
+    "HELDOUT_ALPHAS": "libero_tgrpo.config",
     "load_config": "libero_tgrpo.options",
     "save_config": "libero_tgrpo.options",
     "command_line": "libero_tgrpo.options",

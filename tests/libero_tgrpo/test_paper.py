@@ -47,7 +47,7 @@ def test_ablations_are_normalised_after_zeroing_on_every_task():
 
 
 def test_task2_defaults_to_its_heldout_alphas_and_the_others_to_the_papers():
-    from libero_tgrpo.config import HELDOUT_ALPHAS, PipelineConfig, default_alphas
+    from libero_tgrpo import HELDOUT_ALPHAS, PipelineConfig, default_alphas
 
     assert HELDOUT_ALPHAS == {2: (0.2, 0.8)}  # benchmarks/results/alpha_task2/
     assert PipelineConfig(task=2).alphas == (0.2, 0.8) and method_alphas("tgrpo", 2) == (0.2, 0.8)
