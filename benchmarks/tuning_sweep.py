@@ -77,6 +77,7 @@ from benchmarks.sft_study import (
     sft_study_by_setting,
     sft_study_rows,
 )
+from benchmarks.sweep_values import alpha_pairs, choices, floats, hidden_list, int_list, target_kls
 from libero_gym import TERMINATION_KEYS
 from libero_gym.experts import LIFT_RULES
 from libero_tgrpo.files import write_json, write_text
@@ -327,67 +328,6 @@ def run_unit(out_dir: Path, unit: Unit, size: UnitSize) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------------- commands
-def _floats(text: str, flag: str = "", low: float | None = None) -> list[float]:
-    try:
-        values = [float(v) for v in text.split(",") if v.strip()]
-    except ValueError as e:
-        raise SystemExit(f"{flag} {text!r} is not a comma-separated list of numbers: {e}".lstrip()) from e
-    if low is not None and (not values or min(values) < low):
-        raise SystemExit(f"{flag} {text!r} is not accepted: give numbers >= {low:g}, by commas")
-    return values
-
-
-def _target_kls(text: str) -> list[float | None]:
-    return [None if v.strip().lower() in ("none", "off") else float(v) for v in text.split(",") if v.strip()]
-
-
-def _alphas(text: str) -> list[tuple[float, float] | None]:
-    """``--alphas``: pairs ``alpha1:alpha2`` by commas, ``paper`` for the task's paper values
-    (``paper,0.5:0.5,0:1``)."""
-    out: list[tuple[float, float] | None] = []
-    for v in (v.strip() for v in text.split(",")):
-        if v == "paper":
-            out.append(None)
-            continue
-        try:
-            a1, a2 = (float(x) for x in v.split(":"))
-        except ValueError:
-            a1 = a2 = float("nan")
-        if not (a1 >= 0 and a2 >= 0 and a1 + a2 > 0):
-            raise SystemExit(f"--alphas {text!r} is not accepted ({v!r}): give 'paper' or pairs alpha1:alpha2 of "
-                             "numbers >= 0, not both 0, by commas, e.g. 'paper,0.5:0.5,0:1'")
-        out.append((a1, a2))
-    return out
-
-
-def _hidden_list(text: str) -> list[tuple[int, ...]]:
-    """``--hidden``: settings separated by commas, widths by ``x`` (``128x128,256x256``)."""
-    from libero_tgrpo.parsing import parse_hidden
-
-    try:
-        return [parse_hidden(v.strip().replace("x", ",")) for v in text.split(",") if v.strip()]
-    except ValueError as e:
-        raise SystemExit(f"--hidden {text!r} is not accepted ({e}): give settings like '128x128,256x256'") from e
-
-
-def _int_list(text: str, flag: str, low: int = 1) -> list[int]:
-    try:
-        values = parse_ints(text)
-    except ValueError as e:
-        raise SystemExit(f"{flag} {text!r} is not a list of integers: {e}") from e
-    if not values or min(values) < low:
-        raise SystemExit(f"{flag} {text!r} is not accepted: give integers >= {low}, e.g. '20,100,200'")
-    return values
-
-
-def _choices(text: str, flag: str, accepted: tuple[str, ...]) -> list[str]:
-    """A comma-separated list of names, each one of ``accepted`` (``--schedules``, ``--demo-until``)."""
-    values = [v.strip() for v in text.split(",") if v.strip()]
-    if not values or set(values) - set(accepted):
-        raise SystemExit(f"{flag} {text!r} is not accepted: choose from {', '.join(accepted)}")
-    return values
-
-
 def _plan_from(args: argparse.Namespace) -> tuple[list[Unit], UnitSize]:
     from tgrpo.config import UPDATE_SCHEDULES
 
@@ -399,18 +339,18 @@ def _plan_from(args: argparse.Namespace) -> tuple[list[Unit], UnitSize]:
     if size.eval_placements < 1 or size.eval_envs < 1:
         raise SystemExit(f"--eval-placements {size.eval_placements} and --eval-envs {size.eval_envs} must be >= 1")
     if args.study == "sft":
-        grid = sft_grid(_int_list(args.num_demos, "--num-demos"), _int_list(args.sft_epochs, "--sft-epochs"),
-                        _hidden_list(args.hidden), tuple(_choices(args.demo_until, "--demo-until", TERMINATION_KEYS)),
-                        tuple(_floats(args.demo_noise, "--demo-noise", low=0.0)),
-                        tuple(_int_list(args.expert_close_steps, "--expert-close-steps", low=0)),
-                        tuple(_choices(args.expert_lift, "--expert-lift", LIFT_RULES)))
+        grid = sft_grid(int_list(args.num_demos, "--num-demos"), int_list(args.sft_epochs, "--sft-epochs"),
+                        hidden_list(args.hidden), tuple(choices(args.demo_until, "--demo-until", TERMINATION_KEYS)),
+                        tuple(floats(args.demo_noise, "--demo-noise", low=0.0)),
+                        tuple(int_list(args.expert_close_steps, "--expert-close-steps", low=0)),
+                        tuple(choices(args.expert_lift, "--expert-lift", LIFT_RULES)))
         units = sft_plan(tasks, parse_ints(args.seeds), grid)
         for u in units:  # every config of the plan is built (and so checked) before any work starts
             _config(u, size, Path(args.out_dir))
         return units, size
-    settings = settings_grid(_floats(args.lrs), _floats(args.kl_betas), _floats(args.temperatures),
-                             _choices(args.schedules, "--schedules", UPDATE_SCHEDULES), _target_kls(args.target_kls),
-                             _alphas(args.alphas))
+    settings = settings_grid(floats(args.lrs), floats(args.kl_betas), floats(args.temperatures),
+                             choices(args.schedules, "--schedules", UPDATE_SCHEDULES), target_kls(args.target_kls),
+                             alpha_pairs(args.alphas))
     units = plan(tasks, parse_ints(args.seeds), settings)
     # every config of the plan is built (and so checked) before any work starts
     for u in units:
