@@ -556,9 +556,9 @@ def _changed_settings(cells: list[dict[str, Any]]) -> list[str]:
         if c["method"] == "sft":
             continue
         cfg = c.get("config") or {}
-        for key in SWEEP_SETTINGS:  # PPO's iterations are a cap (PPO_ITERATION_CAP_FACTOR): it stops at the env steps
-            value = _setting(cfg, key)
-            if value is not None and value != getattr(default, key) and (key, c["method"]) != ("iterations", "ppo"):
+        for key in SWEEP_SETTINGS:  # a PPO cell's iterations are its cap: PPO_ITERATION_CAP_FACTOR x the run's
+            value, cap = _setting(cfg, key), PPO_ITERATION_CAP_FACTOR if (key, c["method"]) == ("iterations", "ppo") else 1
+            if value is not None and value != cap * getattr(default, key):
                 found[(key, value)] = found.get((key, value), 0) + 1
 
     def fmt(v: Any) -> str:

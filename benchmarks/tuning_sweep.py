@@ -119,14 +119,14 @@ class Setting:
         key = key if self.target_kl is None else f"{key}_tkl{self.target_kl:g}"
         return key if self.alphas is None else f"{key}_a{self.alphas[0]:g}-{self.alphas[1]:g}"
 
-    def overrides(self) -> dict[str, Any]:
-        """``PipelineConfig.replace`` changes of the setting."""
+    def overrides(self, task: int) -> dict[str, Any]:
+        """``PipelineConfig.replace`` changes of the setting on ``task`` (the alphas always given: the paper's
+        differ from the run's default where that was chosen otherwise)."""
         out: dict[str, Any] = {"rl.lr": self.lr, "rl.kl_beta": self.kl_beta, "rl.temperature": self.temperature,
                                "rl.update_schedule": self.update_schedule}
         if self.target_kl is not None:
             out["rl.target_kl"] = self.target_kl
-        if self.alphas is not None:
-            out["alpha1"], out["alpha2"] = self.alphas
+        out["alpha1"], out["alpha2"] = paper_alphas(task) if self.alphas is None else self.alphas
         return out
 
 
@@ -226,10 +226,8 @@ class UnitSize:
 def _config(unit: Unit, size: UnitSize, out_dir: Path) -> Any:
     from libero_tgrpo.config import PipelineConfig
 
-    changes = {**size.overrides(), **({} if unit.setting is None else unit.setting.overrides()),
+    changes = {**size.overrides(), **({} if unit.setting is None else unit.setting.overrides(unit.task)),
                **({} if unit.sft is None else unit.sft.overrides())}
-    if unit.setting is not None and unit.setting.alphas is None:  # 'paper': also where the run's default is not
-        changes["alpha1"], changes["alpha2"] = paper_alphas(unit.task)
     cfg = PipelineConfig(task=unit.task, seed=unit.seed, output_dir=str(unit.sft_dir(out_dir)), video=False)
     return cfg.replace(**changes)
 

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from libero_gym.experts import LIFT_RULES
-from libero_tgrpo.config import PipelineConfig, default_alphas
+from libero_tgrpo.config import HELDOUT_ALPHAS, PipelineConfig, default_alphas
 from libero_tgrpo.paper import PAPER_ALPHAS
 from libero_tgrpo.parsing import format_states, parse_hidden, parse_states, parse_task
 from libero_tgrpo.stage_configs import DemoConfig, EvalConfig, HFConfig, SFTConfig
@@ -106,7 +106,8 @@ OPTIONS: dict[type, dict[str, Flag | None]] = {
         "method": Flag("method"),
         "alpha1": Flag("alpha1", help="weight of the step advantage (default None: the task's, "
                        + ", ".join("T{} {:g}/{:g}".format(t, *default_alphas(t)) for t in PAPER_ALPHAS)
-                       + "; the paper's, except T2's, chosen on held-out placements)"),
+                       + "; the paper's, except " + ", ".join(f"T{t}'s" for t in HELDOUT_ALPHAS)
+                       + ", chosen on held-out placements)"),
         "alpha2": Flag("alpha2", help="weight of the trajectory advantage (default None: the task's, as "
                        "alpha1)"),
         "normalize_alphas": Flag("raw-alphas", invert=True, help="use alpha1 and alpha2 as given; by default the "

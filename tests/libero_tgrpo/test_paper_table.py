@@ -209,6 +209,9 @@ def test_changed_settings_are_read_from_the_config_parts_of_new_cells(tmp_path):
     paper_table.summarize(out, res)
     md = (res / "paper_table.md").read_text()
     assert "kl beta 0.01 (1 RL cell; default 0.04)." in md and "lr 3e-05" not in md and "iterations 120" not in md
+    _rewrite(out, 2, "ppo", 1, config=PipelineConfig(task=2, seed=1).replace(**{"rl.iterations": 4 * 60}).to_dict())
+    paper_table.summarize(out, res)  # a cap from other iterations than the main job's is a changed setting
+    assert "iterations 240 (1 RL cell; default 30)" in (res / "paper_table.md").read_text()
 
 
 def test_run_overrides_address_the_config_parts():
