@@ -1,0 +1,276 @@
+"""Held-out selection (``libero_tgrpo.selection``) applied to the paper table's finished runs.
+
+A table cell trained with ``select = "final"`` kept its snapshots (``snapshots/iter_NNNN.safetensors``, every 10
+iterations) and its start (``init_policy.pt``, the SFT policy). Scoring those on the held-out placements is what a
+run with ``select = "heldout"`` does during training (the same weights, placements and greedy evaluation), so this
+command gives each cell's selected policy without training again:
+
+1. find the cell's run directory under one of ``--runs`` (its start must have the cell's SFT digest, and its final
+   policy must have been saved shortly before the cell's date, so that it is the cell's run and not an older one);
+2. score the start, the snapshots at the selection points (:func:`libero_tgrpo.selection.selection_iterations`)
+   and the final policy on ``--placements`` held-out placements;
+3. choose (:func:`libero_tgrpo.selection.choose`); evaluate the chosen policy on the benchmark states when it is a
+   snapshot (the start's and the final policy's benchmark results are the table's SFT and RL cells).
+
+One JSON per cell under ``--out-dir`` (resumable); ``summary`` writes the comparison, final against selected, with
+the table's goals computed both ways, to ``--results-dir``. Cells without snapshots (PPO's) keep their final
+policy unless a unit file for them exists (written by a rerun with selection).
+
+Usage:
+    python -m benchmarks.heldout_select run --runs /path/a/outputs/pt,/path/b/outputs/pt --regime paper
+    python -m benchmarks.heldout_select summary --out-dir outputs/heldout_select
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks._common import parse_ints, run_in_order
+from benchmarks.paper_table import METHOD_ORDER, REGIMES, Cell, goals, weights_digest
+from libero_tgrpo.files import write_json, write_text
+from libero_tgrpo.selection import Candidate, choose, selection_iterations
+
+DEFAULT_OUT = "outputs/heldout_select"
+RESULTS = Path(__file__).resolve().parent / "results" / "heldout_selection"
+TABLE = Path(__file__).resolve().parent / "results" / "paper_table_rerun" / "paper_table.json"
+PLACEMENTS = 30
+"""Held-out placements per candidate (the tuning sweep's number)."""
+POINTS = 3
+"""Selection points during training (``PipelineConfig.select_points``' default)."""
+MAX_SAVE_TO_CELL_S = 1800
+"""A run directory belongs to a cell when its final policy was saved at most this long before the cell's date."""
+
+
+def _parse_date(text: str) -> float:
+    return dt.datetime.fromisoformat(text).timestamp()
+
+
+def find_run(cell: dict[str, Any], roots: list[Path]) -> tuple[Path, float]:
+    """The run directory of an RL cell among ``roots`` (``<root>/runs/task<T>_seed<S>[_paper]/<method>``) and the
+    seconds from its final policy's save to the cell's date.
+
+    Raises:
+        FileNotFoundError: when no directory has the cell's start and a final policy saved just before it.
+    """
+    from libero_tgrpo.policies import load_policy
+
+    c = Cell.of(cell)
+    want = (cell.get("sft_policy") or {}).get("weights_sha256")
+    found: list[tuple[float, Path]] = []
+    for root in roots:
+        d = c.run_dir(root) / c.method
+        meta = d / "policy.json"
+        if not (meta.is_file() and (d / "init_policy.pt").is_file()):
+            continue
+        gap = _parse_date(cell["date"]) - _parse_date(json.loads(meta.read_text())["info"]["saved"])
+        if not 0 <= gap <= MAX_SAVE_TO_CELL_S:
+            continue
+        if want is not None and weights_digest(load_policy(d / "init_policy.pt")[0]) != want:
+            continue
+        found.append((gap, d))
+    if not found:
+        raise FileNotFoundError(f"{c.label}: no run directory under {', '.join(map(str, roots))} with its SFT start "
+                                f"and a final policy saved within {MAX_SAVE_TO_CELL_S} s before {cell['date']}")
+    gap, d = min(found)
+    return d, gap
+
+
+def candidate_files(run_dir: Path, iterations: int, points: int = POINTS) -> list[tuple[str, int, Path]]:
+    """``(label, iteration, file)`` of the start, the snapshots at the selection points and the final policy."""
+    its = selection_iterations(iterations, points)
+    out = [("start", 0, run_dir / "init_policy.pt")]
+    for n in its[:-1]:
+        out.append((f"iter_{n:04d}", n, run_dir / "snapshots" / f"iter_{n:04d}.safetensors"))
+    out.append(("final", its[-1], run_dir / "policy.safetensors"))
+    missing = [str(p) for _, _, p in out if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(f"{run_dir}: no {', '.join(missing)} (snapshots every 10 iterations are needed)")
+    return out
+
+
+def score(policy: Any, task: int, seed: int, placements: int, quiet: bool) -> dict[str, Any]:
+    from libero_tgrpo.config import PipelineConfig
+    from libero_tgrpo.selection import score_heldout
+
+    cfg = PipelineConfig(task=task, seed=seed)
+    t0 = time.perf_counter()
+    res = score_heldout(policy, task, placements, max_steps=cfg.eval.max_steps, num_envs=2, seed=seed,
+                        progress=not quiet)
+    s = res["summary"]
+    return {"placed_rate": s["placed_rate"], "success_rate": s["success_rate"], "env_steps": res["env_steps"],
+            "placed": [int(e["placed"]) for e in res["episodes"]], "time_s": round(time.perf_counter() - t0, 1)}
+
+
+def run_unit(out_dir: Path, cell: dict[str, Any], sft_cell: dict[str, Any], roots: list[Path], placements: int,
+             quiet: bool) -> dict[str, Any]:
+    """Score one RL cell's candidates, choose, and give the chosen policy's benchmark rates."""
+    import torch
+
+    from libero_tgrpo.config import PipelineConfig
+    from libero_tgrpo.policies import load_policy
+    from libero_tgrpo.stages import eval_config_kwargs, run_eval
+
+    torch.set_num_threads(1)
+    task, seed = int(cell["task"]), int(cell["seed"])
+    run_dir, gap = find_run(cell, roots)
+    iterations = int(json.loads((run_dir / "policy.json").read_text())["info"]["iterations"])
+    scored: list[dict[str, Any]] = []
+    for label, iteration, path in candidate_files(run_dir, iterations):
+        policy = load_policy(path)[0]
+        cache = out_dir / "starts" / f"{weights_digest(policy)}.json"
+        if label == "start" and cache.is_file():
+            s = json.loads(cache.read_text())
+        else:
+            s = score(policy, task, seed, placements, quiet)
+            if label == "start":
+                write_json(cache, s)
+        scored.append({"label": label, "iteration": iteration, "file": str(path), **s})
+    chosen = choose([Candidate(s["label"], s["iteration"], s["placed_rate"], s["success_rate"]) for s in scored])
+    final = {"success_rate": cell["success_rate"], "placed_rate": cell["placed_rate"]}
+    if chosen.label == "start":
+        selected = {"success_rate": sft_cell["success_rate"], "placed_rate": sft_cell["placed_rate"],
+                    "source": "the SFT cell"}
+    elif chosen.label == "final":
+        selected = {**final, "source": "the RL cell"}
+    else:
+        policy = load_policy(next(s["file"] for s in scored if s["label"] == chosen.label))[0]
+        cfg = PipelineConfig(task=task, seed=seed).replace(progress=not quiet)
+        t0 = time.perf_counter()
+        res = run_eval(policy, task, **eval_config_kwargs(cfg))
+        selected = {"success_rate": res["summary"]["success_rate"], "placed_rate": res["summary"]["placed_rate"],
+                    "source": f"benchmark evaluation of {chosen.label}", "eval_s": round(time.perf_counter() - t0, 1)}
+    from libero_tgrpo.versions import machine, now, versions
+
+    return {"key": Cell.of(cell).key, "task": task, "method": cell["method"], "seed": seed,
+            "regime": cell.get("regime", "weak"), "run_dir": str(run_dir), "saved_to_cell_s": round(gap, 1),
+            "placements": placements, "candidates": scored, "chosen": chosen.label, "final": final,
+            "selected": selected, "versions": versions(), "machine": machine(), "date": now()}
+
+
+def _table_cells(path: Path) -> list[dict[str, Any]]:
+    return json.loads(path.read_text())["cells"]
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    out_dir = Path(args.out_dir)
+    roots = [Path(r) for r in args.runs.split(",") if r.strip()]
+    cells = _table_cells(Path(args.table))
+    by_key = {Cell.of(c).key: c for c in cells}
+    regimes = REGIMES if args.regime == "both" else (args.regime,)
+    methods = [m for m in args.methods.split(",") if m]
+    bad = [m for m in methods if m not in METHOD_ORDER[1:]]
+    if bad or args.regime not in (*REGIMES, "both"):
+        raise SystemExit(f"--methods {bad} / --regime {args.regime!r} not accepted: methods from "
+                         f"{', '.join(METHOD_ORDER[1:])}, regime weak, paper or both")
+    tasks = set(parse_ints(args.tasks)) if args.tasks else None
+    todo = [c for c in cells if c["method"] in methods and c.get("regime", "weak") in regimes
+            and (tasks is None or int(c["task"]) in tasks)
+            and not (out_dir / "units" / f"{Cell.of(c).key}.json").is_file()]
+    print(f"{len(todo)} cells to score", flush=True)
+
+    def record(c: dict[str, Any], payload: dict[str, Any] | None, error: str | None) -> None:
+        key = Cell.of(c).key
+        if payload is not None:
+            write_json(out_dir / "units" / f"{key}.json", payload)
+        else:
+            write_json(out_dir / "failed" / f"{key}.json", {"key": key, "error": error})
+
+    run_in_order(todo, lambda c: run_unit(out_dir, c, by_key[Cell.of(c).sft.key], roots, args.placements,
+                                          args.quiet),
+                 record, label=lambda c: Cell.of(c).label, max_n=args.max_cells)
+    return 0
+
+
+def load_units(out_dir: Path) -> dict[str, dict[str, Any]]:
+    return {p.stem: json.loads(p.read_text()) for p in sorted((out_dir / "units").glob("*.json"))}
+
+
+def with_selection(cells: list[dict[str, Any]], units: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """The table's cells with each scored RL cell's rates replaced by its selected policy's."""
+    out = []
+    for c in cells:
+        u = units.get(Cell.of(c).key)
+        out.append(c if u is None else {**c, "success_rate": u["selected"]["success_rate"],
+                                        "placed_rate": u["selected"]["placed_rate"]})
+    return out
+
+
+def _pct(v: float | None) -> str:
+    return "-" if v is None else f"{100 * v:.0f}"
+
+
+def summarize(out_dir: Path, table: Path, results_dir: Path) -> dict[str, Any]:
+    cells = _table_cells(table)
+    units = load_units(out_dir)
+    regimes = sorted({u["regime"] for u in units.values()})
+    scope = [c for c in cells if c.get("regime", "weak") in regimes]
+    g_final, g_sel = goals(scope), goals(with_selection(scope, units))
+    lines = ["# Held-out selection on the paper table's runs", "",
+             f"Each RL run's start (its SFT policy), snapshots at {POINTS - 1} of the {POINTS} selection points and "
+             f"final policy, scored greedily on {PLACEMENTS} held-out training placements; the best held-out placed "
+             "rate is kept (ties: LIBERO success, then the earlier). Benchmark rates (50 states, %): LIBERO "
+             "success / placed. The benchmark states never took part in the choice.", "",
+             f"Regimes: {', '.join(regimes)}. Cells scored: {len(units)}. "
+             "Command: `python -m benchmarks.heldout_select run ...; python -m benchmarks.heldout_select summary`.",
+             "", "## Goals (placed), final policy against selected policy", "",
+             "| regime | goal | final | selected |", "|---|---|---|---|"]
+    for a, b in zip(g_final, g_sel, strict=True):
+        if a["regime"] not in regimes:
+            continue
+        fmt = lambda g: "-" if g["value"] is None else f"{g['value']:+.1f} ({g['verdict']})"  # noqa: E731
+        lines.append(f"| {a['regime']} | {a['goal']} | {fmt(a)} | {fmt(b)} |")
+    lines += ["", "## Runs", "",
+              "| run | held-out placed per candidate (start, ..., final) | chosen | benchmark final | "
+              "benchmark selected |", "|---|---|---|---|---|"]
+    for key, u in sorted(units.items(), key=lambda kv: (kv[1]["regime"], kv[1]["task"], kv[1]["method"],
+                                                           kv[1]["seed"])):
+        per = ", ".join(f"{_pct(s['placed_rate'])}" for s in u["candidates"])
+        f, s = u["final"], u["selected"]
+        lines.append(f"| {key} | {per} | {u['chosen']} | {_pct(f['success_rate'])} / {_pct(f['placed_rate'])} | "
+                     f"{_pct(s['success_rate'])} / {_pct(s['placed_rate'])} |")
+    unscored = [Cell.of(c).key for c in scope if c["method"] != "sft" and Cell.of(c).key not in units]
+    if unscored:
+        lines += ["", f"Not scored (final policy kept in both columns): {', '.join(sorted(unscored))}."]
+    payload = {"units": units, "goals_final": g_final, "goals_selected": g_sel, "unscored": unscored}
+    results_dir.mkdir(parents=True, exist_ok=True)
+    write_json(results_dir / "heldout_selection.json", payload)
+    write_text(results_dir / "heldout_selection.md", "\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return payload
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.heldout_select", description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run", help="score the runs' candidates and choose (resumable)")
+    r.add_argument("--runs", required=True, help="comma-separated output directories of paper_table runs")
+    r.add_argument("--table", default=str(TABLE))
+    r.add_argument("--out-dir", default=DEFAULT_OUT)
+    r.add_argument("--regime", default="paper", help="weak, paper or both")
+    r.add_argument("--methods", default="tgrpo,step_only,traj_only")
+    r.add_argument("--tasks", default=None, help="e.g. 2,4,10 (default: every task of the regime)")
+    r.add_argument("--placements", type=int, default=PLACEMENTS)
+    r.add_argument("--max-cells", type=int, default=None)
+    r.add_argument("--quiet", action="store_true")
+    s = sub.add_parser("summary", help="final against selected, with the goals")
+    s.add_argument("--out-dir", default=DEFAULT_OUT)
+    s.add_argument("--table", default=str(TABLE))
+    s.add_argument("--results-dir", default=str(RESULTS))
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.cmd == "run":
+        return cmd_run(args)
+    summarize(Path(args.out_dir), Path(args.table), Path(args.results_dir))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
