@@ -13,11 +13,13 @@ command gives each cell's selected policy without training again:
    snapshot (the start's and the final policy's benchmark results are the table's SFT and RL cells).
 
 One JSON per cell under ``--out-dir`` (resumable); ``summary`` writes the comparison, final against selected, with
-the table's goals computed both ways, to ``--results-dir``. Cells without snapshots (PPO's) keep their final
-policy unless a unit file for them exists (written by a rerun with selection).
+the table's goals computed both ways, to ``--results-dir``. Cells without snapshots (PPO's) are trained again with
+``select='heldout'`` (``--rerun``), from their own SFT policy at their own protocol; a rerun whose final policy has
+the cell's weights (the runs are deterministic on one machine) takes the cell's benchmark rates as its final ones.
 
 Usage:
     python -m benchmarks.heldout_select run --runs /path/a/outputs/pt,/path/b/outputs/pt --regime paper
+    python -m benchmarks.heldout_select run --runs ... --regime paper --methods ppo --rerun
     python -m benchmarks.heldout_select summary --out-dir outputs/heldout_select
 """
 
@@ -93,21 +95,21 @@ def candidate_files(run_dir: Path, iterations: int, points: int = POINTS) -> lis
     return out
 
 
-def score(policy: Any, task: int, seed: int, placements: int, quiet: bool) -> dict[str, Any]:
-    from libero_tgrpo.config import PipelineConfig
+def score(policy: Any, task: int, seed: int, placements: int, quiet: bool, max_steps: int | None = None
+          ) -> dict[str, Any]:
+    """The held-out score of one candidate, as a run with ``select='heldout'`` computes it (``max_steps``: the
+    evaluation's step cap, None for the pipeline's default)."""
     from libero_tgrpo.selection import score_heldout
 
-    cfg = PipelineConfig(task=task, seed=seed)
     t0 = time.perf_counter()
-    res = score_heldout(policy, task, placements, max_steps=cfg.eval.max_steps, num_envs=2, seed=seed,
-                        progress=not quiet)
+    res = score_heldout(policy, task, placements, max_steps=max_steps, num_envs=2, seed=seed, progress=not quiet)
     s = res["summary"]
     return {"placed_rate": s["placed_rate"], "success_rate": s["success_rate"], "env_steps": res["env_steps"],
             "placed": [int(e["placed"]) for e in res["episodes"]], "time_s": round(time.perf_counter() - t0, 1)}
 
 
 def run_unit(out_dir: Path, cell: dict[str, Any], sft_cell: dict[str, Any], roots: list[Path], placements: int,
-             quiet: bool) -> dict[str, Any]:
+             quiet: bool, max_steps: int | None = None) -> dict[str, Any]:
     """Score one RL cell's candidates, choose, and give the chosen policy's benchmark rates."""
     import torch
 
@@ -122,11 +124,11 @@ def run_unit(out_dir: Path, cell: dict[str, Any], sft_cell: dict[str, Any], root
     scored: list[dict[str, Any]] = []
     for label, iteration, path in candidate_files(run_dir, iterations):
         policy = load_policy(path)[0]
-        cache = out_dir / "starts" / f"{weights_digest(policy)}.json"
+        cache = out_dir / "starts" / f"{weights_digest(policy)}_p{placements}_s{max_steps or 'default'}.json"
         if label == "start" and cache.is_file():
             s = json.loads(cache.read_text())
         else:
-            s = score(policy, task, seed, placements, quiet)
+            s = score(policy, task, seed, placements, quiet, max_steps)
             if label == "start":
                 write_json(cache, s)
         scored.append({"label": label, "iteration": iteration, "file": str(path), **s})
@@ -150,6 +152,55 @@ def run_unit(out_dir: Path, cell: dict[str, Any], sft_cell: dict[str, Any], root
             "regime": cell.get("regime", "weak"), "run_dir": str(run_dir), "saved_to_cell_s": round(gap, 1),
             "placements": placements, "candidates": scored, "chosen": chosen.label, "final": final,
             "selected": selected, "versions": versions(), "machine": machine(), "date": now()}
+
+
+def rerun_unit(out_dir: Path, cell: dict[str, Any], sft_cell: dict[str, Any], roots: list[Path],
+               placements: int, quiet: bool) -> dict[str, Any]:
+    """Train a cell again with ``select='heldout'`` (for the runs without snapshots: PPO's), from the cell's own
+    SFT policy and at its protocol (PPO: the env-step budget it ran at); the run's final policy is compared with
+    the cell's by their weights, and evaluated on the benchmark states only when they differ."""
+    import shutil
+
+    from benchmarks.paper_table import PPO_ITERATION_CAP_FACTOR, PPO_VALUE_MAX_GRAD_NORM, run_cell
+    from libero_tgrpo.config import PipelineConfig
+    from libero_tgrpo.policies import load_policy
+    from libero_tgrpo.stages import eval_config_kwargs, run_eval
+
+    c = Cell.of(cell)
+    original, _ = find_run(cell, roots)
+    sft_file = original.parent / "sft" / "policy.pt"
+    if weights_digest(load_policy(sft_file)[0]) != sft_cell["sft_policy"]["weights_sha256"]:
+        raise RuntimeError(f"{sft_file} is not {c.label}'s SFT policy (its weights digest differs)")
+    rerun_root = out_dir / "rerun"
+    (c.run_dir(rerun_root) / "sft").mkdir(parents=True, exist_ok=True)
+    shutil.copy2(sft_file, c.run_dir(rerun_root) / "sft" / "policy.pt")
+    proto = cell.get("protocol") or {}
+    overrides: dict[str, Any] = {"progress": not quiet, "select": "heldout", "select_placements": placements,
+                                 "select_points": POINTS}
+    if c.method == "ppo":
+        overrides.update({"ppo.env_step_budget": int(proto["env_step_budget"]),
+                          "ppo.value_max_grad_norm": PPO_VALUE_MAX_GRAD_NORM, "ppo.normalize_value_targets": True,
+                          "rl.iterations": int(proto.get("iterations") or
+                                               PPO_ITERATION_CAP_FACTOR * PipelineConfig().rl.iterations)})
+    payload = run_cell(rerun_root, c, overrides)
+    run_dir = c.run_dir(rerun_root) / c.method
+    record = json.loads((run_dir / "selection.json").read_text())
+    same = weights_digest(load_policy(run_dir / "policy.pt")[0]) == weights_digest(
+        load_policy(original / "policy.pt")[0])
+    if same:
+        final = {"success_rate": cell["success_rate"], "placed_rate": cell["placed_rate"], "source": "the RL cell"}
+    else:
+        cfg = PipelineConfig(task=c.task, seed=c.seed).replace(progress=not quiet)
+        res = run_eval(load_policy(run_dir / "policy.pt")[0], c.task, **eval_config_kwargs(cfg))
+        final = {"success_rate": res["summary"]["success_rate"], "placed_rate": res["summary"]["placed_rate"],
+                 "source": "benchmark evaluation of the rerun's final policy"}
+    return {"key": c.key, "task": c.task, "method": c.method, "seed": c.seed, "regime": c.regime,
+            "run_dir": str(run_dir), "rerun": True, "final_reproduced": same, "placements": placements,
+            "candidates": record["candidates"], "chosen": record["chosen"]["label"], "final": final,
+            "selected": {"success_rate": payload["success_rate"], "placed_rate": payload["placed_rate"],
+                         "source": "the rerun's evaluation of its selected policy"},
+            "timings_s": payload["timings_s"], "versions": payload["versions"], "machine": payload["machine"],
+            "date": payload["date"]}
 
 
 def _table_cells(path: Path) -> list[dict[str, Any]]:
@@ -180,8 +231,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         else:
             write_json(out_dir / "failed" / f"{key}.json", {"key": key, "error": error})
 
-    run_in_order(todo, lambda c: run_unit(out_dir, c, by_key[Cell.of(c).sft.key], roots, args.placements,
-                                          args.quiet),
+    unit = rerun_unit if args.rerun else run_unit
+    run_in_order(todo, lambda c: unit(out_dir, c, by_key[Cell.of(c).sft.key], roots, args.placements, args.quiet),
                  record, label=lambda c: Cell.of(c).label, max_n=args.max_cells)
     return 0
 
@@ -255,6 +306,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--methods", default="tgrpo,step_only,traj_only")
     r.add_argument("--tasks", default=None, help="e.g. 2,4,10 (default: every task of the regime)")
     r.add_argument("--placements", type=int, default=PLACEMENTS)
+    r.add_argument("--rerun", action="store_true", help="train the cells again with select='heldout' (for cells "
+                   "without snapshots, e.g. --methods ppo)")
     r.add_argument("--max-cells", type=int, default=None)
     r.add_argument("--quiet", action="store_true")
     s = sub.add_parser("summary", help="final against selected, with the goals")

@@ -59,6 +59,7 @@ METHOD_LABELS = {"sft": "SFT", "tgrpo": "TGRPO", "step_only": "step-only", "traj
 
 Method = Literal["tgrpo", "step_only", "traj_only", "ppo"]
 Vectorization = Literal["async", "ray"]
+Select = Literal["final", "heldout"]
 
 
 def _default_sft() -> SFTConfig:
@@ -202,6 +203,14 @@ class PipelineConfig:
     snapshot_interval: int = 10
     """Every this many RL iterations, write the built-in policy as snapshots/iter_NNNN.safetensors + .json
     (0: off; TGRPO methods; the final policy.safetensors is always written)."""
+    select: Select = "final"
+    """Which policy of the RL run is its result: 'final' (the last one) or 'heldout' (the best of the start and
+    select_points evenly spaced points of training on select_placements held-out training placements, never on
+    the benchmark states; see libero_tgrpo.selection). Built-in policies."""
+    select_placements: int = 30
+    """Held-out training placements that score each candidate with select 'heldout'."""
+    select_points: int = 3
+    """Candidates during training with select 'heldout' (the last is the final policy), besides the start."""
     progress: bool = True
     """Progress bars and per-iteration log lines."""
     demos: DemoConfig = field(default_factory=DemoConfig)
@@ -246,6 +255,14 @@ class PipelineConfig:
         for name in ("video_interval", "snapshot_interval"):
             v = getattr(self, name)
             _require(_is_int(v) and v >= 0, f"{name}={v!r} is not accepted: give an int >= 0 (0: off).")
+        _require(self.select in ("final", "heldout"),
+                 f"select={self.select!r} is not accepted: choose 'final' or 'heldout'.")
+        for name in ("select_placements", "select_points"):
+            v = getattr(self, name)
+            _require(_is_int(v) and v >= 1, f"{name}={v!r} is not accepted: give an int >= 1.")
+        _require(self.select == "final" or self.policy in ("state", "vision"),
+                 f"select='heldout' keeps a copy of the best weights, which the built-in policies support; "
+                 f"policy={self.policy!r} is a Hugging Face model: use select='final' (--select final).")
         _require(self.video_state is None or 0 <= self.video_state < NUM_INIT_STATES,
                  f"video_state={self.video_state!r} is not accepted: benchmark states are 0-{NUM_INIT_STATES - 1}.")
         _require(isinstance(self.demos, DemoConfig) and isinstance(self.sft, SFTConfig)

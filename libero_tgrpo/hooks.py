@@ -9,7 +9,9 @@ iterations done):
   policy (:func:`libero_tgrpo.policies.save_policy`; ``libero-tgrpo eval`` reads it);
 * every ``video_interval`` iterations: one greedy rollout from a benchmark state (``video_state``, else 0)
   rendered to ``videos/iter_NNNN.mp4``, logged to TensorBoard (an animated GIF) and to the active W&B run
-  (:func:`tgrpo.logger.log_video`); ``eval/video_success`` records whether it succeeded.
+  (:func:`tgrpo.logger.log_video`); ``eval/video_success`` records whether it succeeded;
+* with a :class:`libero_tgrpo.selection.HeldoutSelector`: at its selection points, the held-out score of the
+  policy (``eval/heldout_placed``, ``eval/heldout_success``), the best candidate kept.
 
 The trainer calls its hook every ``eval_interval`` iterations; the pipeline runs it with the greatest common
 divisor of the three intervals, and the hook does at each call what is due.
@@ -34,7 +36,8 @@ Hook = Callable[[Any, int], dict[str, float]]
 
 
 def training_hook(
-    cfg: PipelineConfig, envs: Any, spec: dict[str, Any], out_dir: Path, say: Callable[[str], None] | None = None
+    cfg: PipelineConfig, envs: Any, spec: dict[str, Any], out_dir: Path, say: Callable[[str], None] | None = None,
+    selector: Any = None,
 ) -> tuple[Hook | None, int]:
     """The hook and the interval to run :func:`tgrpo.train` with.
 
@@ -45,6 +48,7 @@ def training_hook(
         spec: the policy's spec (snapshots are written for the built-in kinds only).
         out_dir: the training run's directory.
         say: where a line per video goes.
+        selector: a :class:`libero_tgrpo.selection.HeldoutSelector` to offer the policy after every iteration.
 
     Returns:
         ``(eval_fn, eval_interval)``: ``(None, 0)`` when nothing is periodic.
@@ -53,7 +57,7 @@ def training_hook(
     evaluate_every = rl.eval_interval
     snapshot_every = cfg.snapshot_interval if spec.get("kind") in POLICY_KINDS else 0
     video_every = cfg.video_interval
-    intervals = [i for i in (evaluate_every, snapshot_every, video_every) if i > 0]
+    intervals = [i for i in (evaluate_every, snapshot_every, video_every, 1 if selector else 0) if i > 0]
     if not intervals:
         return None, 0
     last = rl.iterations - 1
@@ -70,6 +74,8 @@ def training_hook(
                         task=cfg.task, obs_mode=cfg.obs_mode, seed=cfg.seed, iteration=n)
         if video_every and n % video_every == 0:
             values["video_success"] = _video(cfg, policy, k, out_dir, say)
+        if selector is not None:
+            values.update(selector.consider(policy, n, n / rl.iterations))
         return values
 
     return hook, math.gcd(*intervals)

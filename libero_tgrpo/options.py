@@ -117,7 +117,9 @@ OPTIONS: dict[type, dict[str, Flag | None]] = {
         "shared_placement": Flag("independent-placements", invert=True, help="each env of a group gets its own "
                                  "training placement (default: one shared placement)"),
         "video": Flag("video"), "video_state": Flag("video-state"), "video_interval": Flag("video-interval"),
-        "snapshot_interval": Flag("snapshot-interval"), "progress": Flag("quiet", invert=True, help="no progress bars or per-iteration lines"),
+        "snapshot_interval": Flag("snapshot-interval"), "select": Flag("select"),
+        "select_placements": Flag("select-placements"), "select_points": Flag("select-points"),
+        "progress": Flag("quiet", invert=True, help="no progress bars or per-iteration lines"),
         **{s: None for s in SECTIONS},
     },
     DemoConfig: {"num_demos": Flag("num-demos"), "demo_seed": Flag("demo-seed"), "demo_noise": Flag("demo-noise"),

@@ -102,7 +102,9 @@ def _main_job(cfg: PipelineConfig, run: RunDir, record: bool | str, say: Callabl
         eval_envs.close()  # free the cores for the training group
         result = run.stage("tgrpo", lambda: run_train(cfg, policy, spec, run.root / cfg.method, say))
         policy = result.policy
-        eval_rl = run.json_stage("eval_tgrpo", f"eval_{cfg.method}.json", lambda: evaluation(cfg.method, policy))
+        selection = getattr(result, "selection", None)
+        eval_rl = run.json_stage("eval_tgrpo", f"eval_{cfg.method}.json", lambda: {
+            **evaluation(cfg.method, policy), **({"selection": selection} if selection else {})})
 
     _plot(cfg, result.history, eval_sft, eval_rl, run, say)
     video = _video(cfg, policy, eval_rl, run, say) if cfg.video else None

@@ -44,7 +44,8 @@ RL goes on and what it logs on the way (sinks, videos, snapshots), how a Hugging
 KV cache and merged sampling give the dynamic cache's tokens, up to rounding), not what it computes (the demonstrations'
 content is compared by its digest, not by where the cache lies)."""
 
-ADDED_LATER: dict[str, Any] = {"demos.expert_close_steps": EXPERT_CLOSE_STEPS, "demos.expert_lift": EXPERT_LIFT}
+ADDED_LATER: dict[str, Any] = {"demos.expert_close_steps": EXPERT_CLOSE_STEPS, "demos.expert_lift": EXPERT_LIFT,
+                               "select": "final", "select_placements": 30, "select_points": 3}
 """Identity keys added after runs had been recorded, with the value every such run had: a record without the key
 reads as that value, so that those runs can still be resumed."""
 

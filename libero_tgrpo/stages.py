@@ -142,7 +142,9 @@ def run_train(
     Writes the run under ``out_dir`` (``metrics.jsonl``, ``tb/``, ``checkpoint.pt``, ``training_curve.png``,
     ``init_policy.pt`` = the starting policy with its spec, ``policy.pt`` = the trained one, for the built-in
     policies also ``policy.safetensors`` + ``policy.json`` and ``snapshots/``; ``videos/`` with
-    ``video_interval``; see :mod:`libero_tgrpo.hooks`).
+    ``video_interval``; see :mod:`libero_tgrpo.hooks`). With ``select='heldout'`` also ``selection.json`` and
+    ``selected_policy.pt`` (:mod:`libero_tgrpo.selection`); ``policy.pt`` stays the final policy, and the result's
+    policy holds the chosen weights (``result.selection`` says which).
 
     Returns:
         The :class:`tgrpo.TrainResult`.
@@ -156,9 +158,19 @@ def run_train(
         save_policy(policy, spec, init_path, stage="init", task=cfg.task, obs_mode=cfg.obs_mode)
     rl_cfg = cfg.rl_config(out_dir)
     a1, a2 = cfg.alphas
+    selector = None
+    if cfg.select == "heldout":
+        from libero_tgrpo.selection import HeldoutSelector
+
+        selector = HeldoutSelector(cfg.task, out_dir, spec, placements=cfg.select_placements,
+                                   points=cfg.select_points, obs_mode=cfg.obs_mode, max_steps=cfg.eval.max_steps,
+                                   num_envs=cfg.eval.envs, seed=cfg.seed, env_backend=cfg.env_backend,
+                                   env_kwargs=cfg.env_kwargs(), say=say)
     envs = make_train_envs(cfg.task, cfg.num_envs, obs_mode=cfg.obs_mode, shared_placement=cfg.shared_placement,
                            **cfg.env_backend, **cfg.env_kwargs())
     try:
+        if selector is not None:
+            selector.consider(policy, 0, 0.0)
         if cfg.method == "ppo":
             from tgrpo.baselines import train_ppo
 
@@ -166,18 +178,26 @@ def run_train(
                 "steps")
             if cfg.video_interval or cfg.snapshot_interval:
                 say("ppo: no periodic videos or snapshots (the PPO baseline has no iteration hook)")
-            result = train_ppo(envs, policy, config=rl_cfg)
+            select_fn = None if selector is None else (lambda p, k, done: selector.consider(p, k + 1, done))
+            result = train_ppo(envs, policy, config=rl_cfg, eval_fn=select_fn)
         else:
             say(f"{cfg.method}: Task{cfg.task}, alpha1={a1:g}, alpha2={a2:g}, M={cfg.num_envs}, "
                 f"{rl_cfg.iterations} iterations of <= {rl_cfg.max_steps} steps")
-            hook, every = training_hook(cfg, envs, spec, out_dir, say)
+            hook, every = training_hook(cfg, envs, spec, out_dir, say, selector=selector)
             if hook is not None:
                 rl_cfg = dataclasses.replace(rl_cfg, eval_interval=every)
             result = tgrpo.train(envs, policy, rl_cfg, eval_fn=hook)
     finally:
         envs.close()
+        if selector is not None:
+            selector.close()
     save_final_policy(result.policy, spec, out_dir, stage=cfg.method, task=cfg.task, obs_mode=cfg.obs_mode,
                       seed=cfg.seed, alphas=[a1, a2], iterations=rl_cfg.iterations)
+    if selector is not None:
+        chosen = selector.apply(result.policy)
+        result.selection = selector.record()  # type: ignore[attr-defined]
+        say(f"selection: {chosen.label} (iteration {chosen.iteration}) is the run's policy: held-out placed "
+            f"{chosen.placed_rate:.0%}, LIBERO success {chosen.success_rate:.0%}")
     return result
 
 

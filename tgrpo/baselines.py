@@ -19,7 +19,7 @@ Example:
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -157,6 +157,8 @@ def train_ppo(
     policy: TokenActionPolicy | None = None,
     value_fn: nn.Module | None = None,
     config: PPOConfig | None = None,
+    *,
+    eval_fn: Callable[[TokenActionPolicy, int, float], dict[str, float]] | None = None,
 ) -> TrainResult:
     """Train ``policy`` and a value head with PPO + GAE on the vector env ``env``.
 
@@ -167,6 +169,10 @@ def train_ppo(
             :class:`ValueMLP` (needs an ``MLPTokenPolicy`` to copy its observation keys from, or a Box/Dict
             space with ``"state"``).
         config: options; None uses ``PPOConfig()``.
+        eval_fn: hook ``eval_fn(policy, iteration, done) -> {name: value}`` called after every iteration, where
+            ``done`` (0-1) is the fraction of the run done: the greater of the iterations' and, with
+            ``env_step_budget``, the env steps' (1 at the last iteration either way); its values are logged
+            under ``eval/``.
 
     Returns:
         A :class:`~tgrpo.trainer.TrainResult`; the value head is saved in the final checkpoint.
@@ -295,6 +301,11 @@ def train_ppo(
                     "time/update_s": time.perf_counter() - t1,
                 }
             )
+            if eval_fn is not None:
+                done = (k + 1) / cfg.iterations
+                if cfg.env_step_budget is not None:
+                    done = max(done, env_steps / cfg.env_step_budget)
+                row.update({f"eval/{n}": float(v) for n, v in eval_fn(policy, k, min(done, 1.0)).items()})
             logger.write(row)
             bar.update(1)
             bar.set_postfix(success=f"{row['charts/success_rate']:.2f}")
