@@ -23,9 +23,9 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.tuning_sweep import HELDOUT_PLACEMENT_OFFSET
 from libero_tgrpo.config import PipelineConfig
 from libero_tgrpo.files import write_json, write_text
+from libero_tgrpo.selection import HELDOUT_PLACEMENT_OFFSET
 
 RESULTS = Path(__file__).resolve().parent / "results" / "self_release"
 _TRAIN = PipelineConfig().rl

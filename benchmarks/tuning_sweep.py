@@ -82,13 +82,10 @@ from libero_gym import TERMINATION_KEYS
 from libero_gym.experts import LIFT_RULES
 from libero_tgrpo.files import write_json, write_text
 from libero_tgrpo.paper import paper_alphas
+from libero_tgrpo.selection import HELDOUT_PLACEMENT_OFFSET, score_heldout
 
 DEFAULT_OUT = "outputs/tuning_sweep"
 RESULTS = Path(__file__).resolve().parent / "results"
-HELDOUT_PLACEMENT_OFFSET = 8_000_000
-"""Held-out placement ``j`` of the sweep's evaluation is drawn from placement seed ``HELDOUT_PLACEMENT_OFFSET + j``.
-Training groups use ``TRAIN_PLACEMENT_OFFSET (7_000_000) + seed + k * M``, which stays below it for any
-realistic run (checked before a unit starts)."""
 SELECTION_METRIC = "placed_rate"
 """The held-out metric that ranks settings (the strict one, which training optimises); LIBERO's success is
 reported beside it."""
@@ -199,11 +196,6 @@ def sft_plan(tasks: list[int], seeds: list[int], settings: list[SFTSetting]) -> 
     return [Unit(task, seed, sft=s) for seed in seeds for task in tasks for s in ordered]
 
 
-def heldout_placements(n: int) -> list[int]:
-    """The placement seeds of the ``n`` held-out evaluation scenes."""
-    return [HELDOUT_PLACEMENT_OFFSET + j for j in range(n)]
-
-
 @dataclass(frozen=True)
 class UnitSize:
     """What one unit costs: RL iterations, group size, held-out placements, evaluation envs."""
@@ -259,16 +251,9 @@ def sft_policy(unit: Unit, cfg: Any, out_dir: Path) -> tuple[Any, dict[str, Any]
 
 def evaluate_heldout(policy: Any, cfg: Any, n: int) -> dict[str, Any]:
     """Greedy evaluation of ``policy`` on the ``n`` held-out training placements of ``cfg.task``."""
-    from libero_tgrpo.envs import make_eval_envs
-    from libero_tgrpo.evaluation import evaluate_benchmark
-
     e = cfg.eval
-    envs = make_eval_envs(cfg.task, min(e.envs, n), obs_mode=cfg.obs_mode, max_episode_steps=e.max_steps)
-    try:
-        return evaluate_benchmark(envs, policy, placement_seeds=heldout_placements(n), max_steps=e.max_steps,
-                                  temperature=e.temperature, seed=cfg.seed, progress=cfg.progress)
-    finally:
-        envs.close()
+    return score_heldout(policy, cfg.task, n, obs_mode=cfg.obs_mode, max_steps=e.max_steps, num_envs=e.envs,
+                         seed=cfg.seed, progress=cfg.progress)
 
 
 def run_unit(out_dir: Path, unit: Unit, size: UnitSize) -> dict[str, Any]:

@@ -38,9 +38,10 @@ LONG_MODULES = {
                                   "helpers are in hf_models.py, static-cache decoding in hf_decoding.py)"),
     "benchmarks/paper_table.py": (1116, "a benchmark script: plan, cells, run and resume, and every section, "
                                         "table and plot of its report"),
-    "benchmarks/tuning_sweep.py": (616, "a benchmark script: settings, units, held-out evaluation and the report "
+    "benchmarks/tuning_sweep.py": (599, "a benchmark script: settings, units and the report "
                                         "(the SFT study's grid, choice and section are in sft_study.py, the "
-                                        "command-line lists in sweep_values.py)"),
+                                        "command-line lists in sweep_values.py, the held-out evaluation in "
+                                        "libero_tgrpo/selection.py)"),
 }
 """Modules that were longer than :data:`MAX_MODULE_LINES` when the rule came in: the length each had then (it may
 shrink, never grow) and what it holds. Each is to be split by concern and then removed from here (the test

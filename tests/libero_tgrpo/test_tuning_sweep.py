@@ -8,6 +8,7 @@ import pytest
 
 from benchmarks import tuning_sweep as ts
 from libero_tgrpo.envs import TRAIN_PLACEMENT_OFFSET
+from libero_tgrpo.selection import HELDOUT_PLACEMENT_OFFSET, heldout_placements
 
 
 def _args(tmp_path, *extra):
@@ -56,8 +57,8 @@ def test_alpha_settings_reach_the_run_normalised_and_paper_keeps_the_old_keys(tm
 
 
 def test_heldout_placements_are_not_training_placements():
-    seeds = ts.heldout_placements(30)
-    assert seeds == list(range(ts.HELDOUT_PLACEMENT_OFFSET, ts.HELDOUT_PLACEMENT_OFFSET + 30))
+    seeds = heldout_placements(30)
+    assert seeds == list(range(HELDOUT_PLACEMENT_OFFSET, HELDOUT_PLACEMENT_OFFSET + 30))
     # a generous run (seed 99, 1000 iterations of 64) still trains below the held-out seeds
     assert TRAIN_PLACEMENT_OFFSET + 99 + 1000 * 64 < min(seeds)
     cfg = ts._config(ts.Unit(4, 0, ts.Setting(1e-4, 0.04, 1.0)), ts.UnitSize(iterations=200_000, num_envs=8),
@@ -307,7 +308,7 @@ def test_a_tiny_real_sft_study_unit(tmp_path, monkeypatch, demo_cache):
                                                                             "expert_lift": "timer"}
     assert rec["config"]["demos"]["until"] == "is_success" and rec["config"]["demos"]["demo_noise"] == 0.0
     assert rec["config"]["demos"]["expert_close_steps"] == 6 and rec["config"]["demos"]["expert_lift"] == "timer"
-    assert rec["placement_seeds"] == ts.heldout_placements(2) and "train" not in rec
+    assert rec["placement_seeds"] == heldout_placements(2) and "train" not in rec
     assert rec["config"]["demos"]["num_demos"] == 3 and rec["config"]["hidden"] == [16]
     assert (unit.sft_dir(tmp_path / "sweep") / "policy.pt").is_file() and "sft" in rec["timings_s"]
     assert 0.0 <= rec["placed_rate"] <= rec["success_rate"] <= 1.0
