@@ -177,7 +177,7 @@ def run_train(
             say(f"ppo: Task{cfg.task}, M={cfg.num_envs}, {rl_cfg.iterations} iterations of <= {rl_cfg.max_steps} "
                 "steps")
             if cfg.video_interval or cfg.snapshot_interval:
-                say("ppo: no periodic videos or snapshots (the PPO baseline has no iteration hook)")
+                say("ppo: no periodic videos or snapshots (PPO's iteration hook serves held-out selection only)")
             select_fn = None if selector is None else (lambda p, k, done: selector.consider(p, k + 1, done))
             result = train_ppo(envs, policy, config=rl_cfg, eval_fn=select_fn)
         else:

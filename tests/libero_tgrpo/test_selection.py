@@ -48,6 +48,15 @@ def test_bad_selection_options_are_refused_by_name(changes, named):
         PipelineConfig(**changes)
 
 
+def test_the_selection_options_have_flags_on_run_and_train():
+    from libero_tgrpo.cli import parse
+
+    for command in ("run", "train"):
+        cfg = parse([command, "--select", "heldout", "--select-placements", "12", "--select-points", "2"])[1].options
+        assert (cfg.select, cfg.select_placements, cfg.select_points) == ("heldout", 12, 2)
+    assert PipelineConfig().select == "final"
+
+
 def _cfg(tmp_path, **kw):
     base = PipelineConfig(output_dir=str(tmp_path), hidden=(16,), num_envs=2, progress=False, video=False,
                           snapshot_interval=0, select="heldout", select_placements=2,
