@@ -289,10 +289,43 @@ def summarize(out_dir: Path, table: Path, results_dir: Path) -> dict[str, Any]:
         lines += ["", f"Not scored (final policy kept in both columns): {', '.join(sorted(unscored))}."]
     payload = {"units": units, "goals_final": g_final, "goals_selected": g_sel, "unscored": unscored}
     results_dir.mkdir(parents=True, exist_ok=True)
+    if units:
+        _plot(units, cells, results_dir / "heldout_selection.png")
+        lines += ["", "![final against selected](heldout_selection.png)"]
     write_json(results_dir / "heldout_selection.json", payload)
     write_text(results_dir / "heldout_selection.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
     return payload
+
+
+def _plot(units: dict[str, dict[str, Any]], cells: list[dict[str, Any]], path: Path) -> None:
+    """Bars per (task, method): placed on the benchmark states, mean over seeds, SFT / final / selected."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    sft = {(c["task"], c["seed"], c.get("regime", "weak")): c["placed_rate"] for c in cells if c["method"] == "sft"}
+    groups: dict[tuple[int, str], list[dict[str, Any]]] = {}
+    for u in units.values():
+        groups.setdefault((u["task"], u["method"]), []).append(u)
+    keys = sorted(groups, key=lambda k: (k[0], METHOD_ORDER.index(k[1])))
+    x = np.arange(len(keys))
+    series = [("SFT", lambda u: sft.get((u["task"], u["seed"], u["regime"]))),
+              ("final policy", lambda u: u["final"]["placed_rate"]),
+              ("selected on held-out placements", lambda u: u["selected"]["placed_rate"])]
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(keys)), 3.8))
+    for i, (name, get) in enumerate(series):
+        vals = [100 * float(np.mean([get(u) for u in groups[k] if get(u) is not None] or [np.nan])) for k in keys]
+        ax.bar(x + (i - 1) * 0.27, vals, 0.27, label=name)
+    ax.set_xticks(x, [f"T{t}\n{m}" for t, m in keys], fontsize=8)
+    ax.set_ylabel("placed on the 50 benchmark states (%)\nmean over seeds")
+    ax.set_ylim(0, 105)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -145,3 +145,26 @@ def test_heldout_select_scores_a_finished_run_like_the_run_itself(tmp_path):
     assert [(c["placed_rate"], c["success_rate"]) for c in unit["candidates"]] == [
         (c["placed_rate"], c["success_rate"]) for c in in_training]
     assert unit["chosen"] == "start" and unit["selected"]["placed_rate"] == 0.2  # the SFT cell's
+
+
+def test_the_summary_replaces_only_the_scored_cells_and_judges_the_goals_both_ways(tmp_path):
+    from benchmarks import heldout_select as hs
+    from libero_tgrpo.files import write_json
+
+    cells = [{"task": 2, "method": m, "seed": s, "regime": "paper", "success_rate": r, "placed_rate": r}
+             for s in range(3) for m, r in (("sft", 0.9), ("tgrpo", 0.7 if s == 0 else 1.0), ("ppo", 0.9))]
+    write_json(tmp_path / "table.json", {"cells": cells})
+    write_json(tmp_path / "units" / "task2_tgrpo_seed0_paper.json", {
+        "key": "task2_tgrpo_seed0_paper", "task": 2, "method": "tgrpo", "seed": 0, "regime": "paper",
+        "candidates": [{"label": "start", "placed_rate": 1.0}, {"label": "final", "placed_rate": 0.8}],
+        "chosen": "start", "final": {"success_rate": 0.7, "placed_rate": 0.7},
+        "selected": {"success_rate": 0.9, "placed_rate": 0.9}})
+    out = hs.summarize(tmp_path, tmp_path / "table.json", tmp_path / "res")
+    drop = {g["goal"]: g for g in out["goals_final"]}["no RL run more than 5 points below its SFT"]
+    drop_sel = {g["goal"]: g for g in out["goals_selected"]}["no RL run more than 5 points below its SFT"]
+    assert drop["verdict"] == "missed" and drop["runs_below"] == ["task2_tgrpo_seed0_paper"]
+    assert drop_sel["verdict"] == "met"
+    assert "task2_ppo_seed0_paper" in out["unscored"] and "task2_tgrpo_seed0_paper" not in out["unscored"]
+    assert (tmp_path / "res" / "heldout_selection.png").is_file()
+    assert "| task2_tgrpo_seed0_paper | 100, 80 | start | 70 / 70 | 90 / 90 |" in (
+        tmp_path / "res" / "heldout_selection.md").read_text()
