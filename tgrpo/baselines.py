@@ -178,14 +178,16 @@ def train_ppo(
         A :class:`~tgrpo.trainer.TrainResult`; the value head is saved in the final checkpoint.
     """
     cfg = config or PPOConfig()
+    # seeded before the value head is made: its initial weights come from the run's seed, not from whatever the
+    # process drew from torch's generator before
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed)
     if policy is None:
         policy = MLPTokenPolicy.from_space(env.single_observation_space, seed=cfg.seed)
     if value_fn is None:
         if not isinstance(policy, MLPTokenPolicy):
             raise ValueError("value_fn is required for policies other than MLPTokenPolicy.")
         value_fn = ValueMLP.from_policy(policy)
-    torch.manual_seed(cfg.seed)
-    np.random.seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     m = int(env.num_envs)
     out_dir = Path(cfg.output_dir)

@@ -83,6 +83,16 @@ def _ppo(tmp_path, envs=None, **overrides):
     return train_ppo(envs, policy, config=PPOConfig(**kw))
 
 
+def test_ppo_runs_are_the_same_whatever_the_process_drew_before(tmp_path):
+    """The value head is initialised from the run's seed: a run after other random work gives the same weights."""
+    first = _ppo(tmp_path / "a")
+    torch.rand(1000)  # e.g. an earlier run or evaluation in the same process
+    second = _ppo(tmp_path / "b")
+    for a, b in ((first.value_fn, second.value_fn), (first.policy, second.policy)):
+        for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True):
+            assert torch.equal(x, y)
+
+
 def test_running_mean_std_matches_the_statistics_of_everything_seen():
     rms = RunningMeanStd()
     batches = [np.array([1.0, 2.0, 3.0]), np.array([10.0]), np.arange(20.0)]
