@@ -266,8 +266,10 @@ def summarize(out_dir: Path, table: Path, results_dir: Path) -> dict[str, Any]:
              f"final policy, scored greedily on {PLACEMENTS} held-out training placements; the best held-out placed "
              "rate is kept (ties: LIBERO success, then the earlier). Benchmark rates (50 states, %): LIBERO "
              "success / placed. The benchmark states never took part in the choice.", "",
-             f"Regimes: {', '.join(regimes)}. Cells scored: {len(units)}. "
-             "Command: `python -m benchmarks.heldout_select run ...; python -m benchmarks.heldout_select summary`.",
+             f"Regimes: {', '.join(regimes)}. Cells scored: {len(units)}, of them trained again with "
+             f"`--select heldout` (`--rerun`, marked *rerun*): {sum(bool(u.get('rerun')) for u in units.values())}. "
+             "The goals' *final* column is the published table; a rerun's *benchmark final* in the runs table is "
+             "the rerun's own final policy (reruns do not repeat the cell's training bit for bit).",
              "", "## Goals (placed), final policy against selected policy", "",
              "| regime | goal | final | selected |", "|---|---|---|---|"]
     for a, b in zip(g_final, g_sel, strict=True):
@@ -282,6 +284,7 @@ def summarize(out_dir: Path, table: Path, results_dir: Path) -> dict[str, Any]:
                                                            kv[1]["seed"])):
         per = ", ".join(f"{_pct(s['placed_rate'])}" for s in u["candidates"])
         f, s = u["final"], u["selected"]
+        key = f"{key} *rerun*" if u.get("rerun") else key
         lines.append(f"| {key} | {per} | {u['chosen']} | {_pct(f['success_rate'])} / {_pct(f['placed_rate'])} | "
                      f"{_pct(s['success_rate'])} / {_pct(s['placed_rate'])} |")
     unscored = [Cell.of(c).key for c in scope if c["method"] != "sft" and Cell.of(c).key not in units]
