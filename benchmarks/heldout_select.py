@@ -167,10 +167,17 @@ def rerun_unit(out_dir: Path, cell: dict[str, Any], sft_cell: dict[str, Any], ro
     from libero_tgrpo.stages import eval_config_kwargs, run_eval
 
     c = Cell.of(cell)
-    original, _ = find_run(cell, roots)
-    sft_file = original.parent / "sft" / "policy.pt"
-    if weights_digest(load_policy(sft_file)[0]) != sft_cell["sft_policy"]["weights_sha256"]:
-        raise RuntimeError(f"{sft_file} is not {c.label}'s SFT policy (its weights digest differs)")
+    try:
+        original: Path | None = find_run(cell, roots)[0]
+    except FileNotFoundError:
+        original = None  # the cell's run directory is gone: its final policy is evaluated again below
+    want = sft_cell["sft_policy"]["weights_sha256"]
+    sft_files = [f for r in roots if (f := c.run_dir(r) / "sft" / "policy.pt").is_file()
+                 and weights_digest(load_policy(f)[0]) == want]
+    if not sft_files:
+        raise FileNotFoundError(f"{c.label}: no sft/policy.pt with the cell's SFT digest under "
+                                f"{', '.join(map(str, roots))}")
+    sft_file = sft_files[0]
     rerun_root = out_dir / "rerun"
     (c.run_dir(rerun_root) / "sft").mkdir(parents=True, exist_ok=True)
     shutil.copy2(sft_file, c.run_dir(rerun_root) / "sft" / "policy.pt")
@@ -185,7 +192,7 @@ def rerun_unit(out_dir: Path, cell: dict[str, Any], sft_cell: dict[str, Any], ro
     payload = run_cell(rerun_root, c, overrides)
     run_dir = c.run_dir(rerun_root) / c.method
     record = json.loads((run_dir / "selection.json").read_text())
-    same = weights_digest(load_policy(run_dir / "policy.pt")[0]) == weights_digest(
+    same = original is not None and weights_digest(load_policy(run_dir / "policy.pt")[0]) == weights_digest(
         load_policy(original / "policy.pt")[0])
     if same:
         final = {"success_rate": cell["success_rate"], "placed_rate": cell["placed_rate"], "source": "the RL cell"}
