@@ -258,6 +258,22 @@ def with_selection(cells: list[dict[str, Any]], units: dict[str, dict[str, Any]]
     return out
 
 
+def _portable(unit: dict[str, Any]) -> dict[str, Any]:
+    """A unit with its file paths from the table's ``runs/`` (or ``rerun/runs/``) on, not this machine's."""
+    def rel(path: str) -> str:
+        i = path.find("rerun/runs/")
+        i = path.find("runs/") if i < 0 else i
+        return path[i:] if i >= 0 else Path(path).name
+
+    return {**unit, **({"run_dir": rel(unit["run_dir"])} if "run_dir" in unit else {}),
+            "candidates": [{**c, **({"file": rel(c["file"])} if "file" in c else {})} for c in unit["candidates"]]}
+
+
+def _mean(cells: list[dict[str, Any]], key: str) -> str:
+    vals = [c[key] for c in cells if c.get(key) is not None]
+    return f"{100 * sum(vals) / len(vals):.1f}" if vals else "-"
+
+
 def _pct(v: float | None) -> str:
     return "-" if v is None else f"{100 * v:.0f}"
 
@@ -266,14 +282,16 @@ def summarize(out_dir: Path, table: Path, results_dir: Path) -> dict[str, Any]:
     cells = _table_cells(table)
     units = load_units(out_dir)
     regimes = sorted({u["regime"] for u in units.values()})
-    scope = [c for c in cells if c.get("regime", "weak") in regimes]
+    covered = {(u["regime"], int(u["task"])) for u in units.values()}
+    scope = [c for c in cells if (c.get("regime", "weak"), int(c["task"])) in covered]  # the tasks scored only
     g_final, g_sel = goals(scope), goals(with_selection(scope, units))
     lines = ["# Held-out selection on the paper table's runs", "",
              f"Each RL run's start (its SFT policy), snapshots at {POINTS - 1} of the {POINTS} selection points and "
              f"final policy, scored greedily on {PLACEMENTS} held-out training placements; the best held-out placed "
              "rate is kept (ties: LIBERO success, then the earlier). Benchmark rates (50 states, %): LIBERO "
              "success / placed. The benchmark states never took part in the choice.", "",
-             f"Regimes: {', '.join(regimes)}. Cells scored: {len(units)}, of them trained again with "
+             f"Regimes: {', '.join(regimes)}; tasks {', '.join(str(t) for t in sorted({t for _, t in covered}))} "
+             f"(the goals are computed over these tasks only). Cells scored: {len(units)}, of them trained again with "
              f"`--select heldout` (`--rerun`, marked *rerun*): {sum(bool(u.get('rerun')) for u in units.values())}. "
              "The goals' *final* column is the published table; a rerun's *benchmark final* in the runs table is "
              "the rerun's own final policy (reruns do not repeat the cell's training bit for bit).",
@@ -284,6 +302,14 @@ def summarize(out_dir: Path, table: Path, results_dir: Path) -> dict[str, Any]:
             continue
         fmt = lambda g: "-" if g["value"] is None else f"{g['value']:+.1f} ({g['verdict']})"  # noqa: E731
         lines.append(f"| {a['regime']} | {a['goal']} | {fmt(a)} | {fmt(b)} |")
+    sel_cells = with_selection(scope, units)
+    lines += ["", "## Means over the scored tasks and seeds (LIBERO success / placed, %)", "",
+              "| method | final | selected |", "|---|---|---|"]
+    for m in METHOD_ORDER:
+        pair = [[c for c in cs if c["method"] == m] for cs in (scope, sel_cells)]
+        if pair[0]:
+            cols = [f"{_mean(cs, 'success_rate')} / {_mean(cs, 'placed_rate')}" for cs in pair]
+            lines.append(f"| {m} | {cols[0]} | {cols[1]} |")
     lines += ["", "## Runs", "",
               "| run | held-out placed per candidate (start, ..., final) | chosen | benchmark final | "
               "benchmark selected |", "|---|---|---|---|---|"]
@@ -297,6 +323,7 @@ def summarize(out_dir: Path, table: Path, results_dir: Path) -> dict[str, Any]:
     unscored = [Cell.of(c).key for c in scope if c["method"] != "sft" and Cell.of(c).key not in units]
     if unscored:
         lines += ["", f"Not scored (final policy kept in both columns): {', '.join(sorted(unscored))}."]
+    units = {k: _portable(u) for k, u in units.items()}
     payload = {"units": units, "goals_final": g_final, "goals_selected": g_sel, "unscored": unscored}
     results_dir.mkdir(parents=True, exist_ok=True)
     if units:
@@ -332,7 +359,7 @@ def _plot(units: dict[str, dict[str, Any]], cells: list[dict[str, Any]], path: P
     ax.set_xticks(x, [f"T{t}\n{m}" for t, m in keys], fontsize=8)
     ax.set_ylabel("placed on the 50 benchmark states (%)\nmean over seeds")
     ax.set_ylim(0, 105)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=3, frameon=False)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -156,7 +156,9 @@ def test_the_summary_replaces_only_the_scored_cells_and_judges_the_goals_both_wa
     write_json(tmp_path / "table.json", {"cells": cells})
     write_json(tmp_path / "units" / "task2_tgrpo_seed0_paper.json", {
         "key": "task2_tgrpo_seed0_paper", "task": 2, "method": "tgrpo", "seed": 0, "regime": "paper",
-        "candidates": [{"label": "start", "placed_rate": 1.0}, {"label": "final", "placed_rate": 0.8}],
+        "run_dir": "/somewhere/table/runs/task2_seed0_paper/tgrpo",
+        "candidates": [{"label": "start", "placed_rate": 1.0, "file": "/somewhere/table/runs/task2_seed0_paper/"
+                        "tgrpo/init_policy.pt"}, {"label": "final", "placed_rate": 0.8}],
         "chosen": "start", "final": {"success_rate": 0.7, "placed_rate": 0.7},
         "selected": {"success_rate": 0.9, "placed_rate": 0.9}})
     out = hs.summarize(tmp_path, tmp_path / "table.json", tmp_path / "res")
@@ -166,5 +168,8 @@ def test_the_summary_replaces_only_the_scored_cells_and_judges_the_goals_both_wa
     assert drop_sel["verdict"] == "met"
     assert "task2_ppo_seed0_paper" in out["unscored"] and "task2_tgrpo_seed0_paper" not in out["unscored"]
     assert (tmp_path / "res" / "heldout_selection.png").is_file()
+    unit = out["units"]["task2_tgrpo_seed0_paper"]  # file paths from the table's runs/ on, not this machine's
+    assert unit["run_dir"] == "runs/task2_seed0_paper/tgrpo"
+    assert unit["candidates"][0]["file"] == "runs/task2_seed0_paper/tgrpo/init_policy.pt"
     assert "| task2_tgrpo_seed0_paper | 100, 80 | start | 70 / 70 | 90 / 90 |" in (
         tmp_path / "res" / "heldout_selection.md").read_text()
