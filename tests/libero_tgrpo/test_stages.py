@@ -190,25 +190,30 @@ def test_atomic_write_leaves_the_old_file_when_writing_fails(tmp_path):
 
 
 def test_a_run_recorded_before_the_expert_options_existed_resumes_as_the_default_expert(tmp_path):
-    """``demos.expert_close_steps`` and ``demos.expert_lift`` came after runs had been recorded: a record without
-    them reads as 6 and "timer" (the expert those runs used), so they resume with the defaults and are refused with
-    another value, naming it."""
+    """``demos.expert_close_steps``, ``demos.expert_lift`` and the ``select`` options came after runs had been
+    recorded: a record without them reads as 6, "timer" and "final" (what those runs did), so they resume with the
+    defaults and are refused with another value, naming it."""
     from libero_tgrpo.rundir import ADDED_LATER, RUN_RECORD
 
-    demos = PipelineConfig().demos
-    assert ADDED_LATER == {"demos.expert_close_steps": demos.expert_close_steps,
-                           "demos.expert_lift": demos.expert_lift} == {
-        "demos.expert_close_steps": 6, "demos.expert_lift": "timer"}
+    cfg = PipelineConfig()
+    assert ADDED_LATER == {"demos.expert_close_steps": cfg.demos.expert_close_steps,
+                           "demos.expert_lift": cfg.demos.expert_lift, "select": cfg.select,
+                           "select_placements": cfg.select_placements, "select_points": cfg.select_points} == {
+        "demos.expert_close_steps": 6, "demos.expert_lift": "timer", "select": "final", "select_placements": 30,
+        "select_points": 3}
     _a_run(tmp_path, identity=_identity())
     record_path = tmp_path / RUN_RECORD
     record = json.loads(record_path.read_text())
     assert record["identity"].pop("demos.expert_close_steps") == 6
     assert record["identity"].pop("demos.expert_lift") == "timer"
+    assert record["identity"].pop("select") == "final"  # runs from before held-out selection kept their last policy
+    record["identity"].pop("select_placements"), record["identity"].pop("select_points")
     record_path.write_text(json.dumps(record))
     with RunDir(tmp_path, resume=True, identity=_identity(), say=_quiet) as run:
         assert run.resume
     for key, value, shown in (("demos.expert_close_steps", 0, "6 -> 0"), ("demos.expert_lift", "still",
-                                                                         "'timer' -> 'still'")):
+                                                                         "'timer' -> 'still'"),
+                              ("select", "heldout", "'final' -> 'heldout'")):
         record_path.write_text(json.dumps(record))
         other = run_identity(PipelineConfig().replace(**{key: value}))
         with pytest.raises(RunDirError, match=f"{key}: {shown}"):
