@@ -253,7 +253,7 @@ def evaluate_heldout(policy: Any, cfg: Any, n: int) -> dict[str, Any]:
     """Greedy evaluation of ``policy`` on the ``n`` held-out training placements of ``cfg.task``."""
     e = cfg.eval
     return score_heldout(policy, cfg.task, n, obs_mode=cfg.obs_mode, max_steps=e.max_steps, num_envs=e.envs,
-                         seed=cfg.seed, progress=cfg.progress)
+                         seed=cfg.seed, temperature=e.temperature, progress=cfg.progress)
 
 
 def run_unit(out_dir: Path, unit: Unit, size: UnitSize) -> dict[str, Any]:

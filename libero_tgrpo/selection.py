@@ -28,12 +28,12 @@ from typing import Any
 
 __all__ = [
     "HELDOUT_PLACEMENT_OFFSET",
-    "SELECT_MODES",
     "SELECTION_FILE",
     "SELECTED_POLICY_FILE",
     "Candidate",
     "HeldoutSelector",
     "choose",
+    "heldout_envs",
     "heldout_placements",
     "score_heldout",
     "selection_iterations",
@@ -42,8 +42,6 @@ __all__ = [
 HELDOUT_PLACEMENT_OFFSET = 8_000_000
 """Held-out placement ``j`` is drawn from placement seed ``HELDOUT_PLACEMENT_OFFSET + j``. Training groups use
 ``TRAIN_PLACEMENT_OFFSET (7_000_000) + seed + k * M``, which stays below it for any realistic run."""
-SELECT_MODES = ("final", "heldout")
-"""``final``: a run's result is its last policy; ``heldout``: the best of its candidates on held-out placements."""
 SELECTION_FILE = "selection.json"
 SELECTED_POLICY_FILE = "selected_policy.pt"
 
@@ -59,6 +57,24 @@ def selection_iterations(iterations: int, points: int) -> list[int]:
     return sorted({math.ceil(j * iterations / points) for j in range(1, points + 1)})
 
 
+def heldout_envs(
+    task: int,
+    placements: int,
+    *,
+    obs_mode: str = "state",
+    max_steps: int | None = None,
+    num_envs: int = 2,
+    env_backend: dict[str, Any] | None = None,
+    env_kwargs: dict[str, Any] | None = None,
+) -> Any:
+    """The evaluation envs that score ``placements`` held-out placements (at most ``num_envs`` of them)."""
+    from libero_tgrpo.envs import MAX_EPISODE_STEPS, make_eval_envs
+
+    return make_eval_envs(task, min(num_envs, placements), obs_mode=obs_mode,
+                          max_episode_steps=MAX_EPISODE_STEPS if max_steps is None else max_steps,
+                          **(env_backend or {}), **(env_kwargs or {}))
+
+
 def score_heldout(
     policy: Any,
     task: int,
@@ -68,25 +84,26 @@ def score_heldout(
     max_steps: int | None = None,
     num_envs: int = 2,
     seed: int = 0,
+    temperature: float = 0.0,
     progress: bool = False,
     envs: Any = None,
     env_backend: dict[str, Any] | None = None,
     env_kwargs: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Greedy evaluation of ``policy`` on the first ``placements`` held-out training placements of ``task``
-    (:func:`libero_tgrpo.evaluation.evaluate_benchmark` with ``placement_seeds``); ``envs`` reuses open
-    evaluation envs, else they are made and closed here."""
-    from libero_tgrpo.envs import MAX_EPISODE_STEPS, make_eval_envs
+    """Evaluation of ``policy`` (greedy unless ``temperature`` > 0) on the first ``placements`` held-out training
+    placements of ``task`` (:func:`libero_tgrpo.evaluation.evaluate_benchmark` with ``placement_seeds``); ``envs``
+    reuses open envs of :func:`heldout_envs`, else they are made and closed here."""
+    from libero_tgrpo.envs import MAX_EPISODE_STEPS
     from libero_tgrpo.evaluation import evaluate_benchmark
 
-    steps = MAX_EPISODE_STEPS if max_steps is None else max_steps
     own = envs is None
     if own:
-        envs = make_eval_envs(task, min(num_envs, placements), obs_mode=obs_mode, max_episode_steps=steps,
-                              **(env_backend or {}), **(env_kwargs or {}))
+        envs = heldout_envs(task, placements, obs_mode=obs_mode, max_steps=max_steps, num_envs=num_envs,
+                            env_backend=env_backend, env_kwargs=env_kwargs)
     try:
-        return evaluate_benchmark(envs, policy, placement_seeds=heldout_placements(placements), max_steps=steps,
-                                  temperature=0.0, seed=seed, progress=progress)
+        return evaluate_benchmark(envs, policy, placement_seeds=heldout_placements(placements),
+                                  max_steps=MAX_EPISODE_STEPS if max_steps is None else max_steps,
+                                  temperature=temperature, seed=seed, progress=progress)
     finally:
         if own:
             envs.close()
@@ -153,8 +170,9 @@ class HeldoutSelector:
             raise ValueError(f"points={points!r} is not accepted: give an int >= 1.")
         self.task, self.spec, self.placements, self.points = task, spec, placements, points
         self.out_dir = Path(out_dir)
-        self._eval = dict(obs_mode=obs_mode, max_steps=max_steps, num_envs=num_envs, seed=seed,
-                          env_backend=env_backend, env_kwargs=env_kwargs)
+        self.obs_mode, self.max_steps, self.seed = obs_mode, max_steps, seed
+        self._env_args = dict(obs_mode=obs_mode, max_steps=max_steps, num_envs=num_envs, env_backend=env_backend,
+                              env_kwargs=env_kwargs)
         self.say = say
         self.candidates: list[Candidate] = []
         self.best_state: dict[str, Any] | None = None
@@ -190,22 +208,16 @@ class HeldoutSelector:
         if not self.due(done):
             return {}
         if self._envs is None:
-            from libero_tgrpo.envs import MAX_EPISODE_STEPS, make_eval_envs
-
-            e = self._eval
-            self._envs = make_eval_envs(self.task, min(e["num_envs"], self.placements), obs_mode=e["obs_mode"],
-                                        max_episode_steps=e["max_steps"] or MAX_EPISODE_STEPS,
-                                        **(e["env_backend"] or {}), **(e["env_kwargs"] or {}))
-        res = score_heldout(policy, self.task, self.placements, envs=self._envs,
-                            **{k: v for k, v in self._eval.items() if k not in ("num_envs", "env_backend",
-                                                                               "env_kwargs")})
+            self._envs = heldout_envs(self.task, self.placements, **self._env_args)
+        res = score_heldout(policy, self.task, self.placements, obs_mode=self.obs_mode, max_steps=self.max_steps,
+                            seed=self.seed, envs=self._envs)
         s = res["summary"]
         name = label or ("start" if iteration == 0 else f"iter_{iteration:04d}")
         cand = Candidate(name, int(iteration), float(s["placed_rate"]), float(s["success_rate"]))
         previous = choose(self.candidates) if self.candidates else None
         self.candidates.append(cand)
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        if choose(self.candidates) is not previous:
+        if previous is None or cand.rank > previous.rank:  # choose()'s rule: a later one must be strictly better
             self.best_state = copy.deepcopy(policy.state_dict())
             save_policy(policy, self.spec, self.out_dir / SELECTED_POLICY_FILE, stage="selected", task=self.task,
                         iteration=int(iteration), heldout_placed=cand.placed_rate,
