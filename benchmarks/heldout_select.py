@@ -44,6 +44,8 @@ PLACEMENTS = 30
 """Held-out placements per candidate (the tuning sweep's number)."""
 POINTS = 3
 """Selection points during training (``PipelineConfig.select_points``' default)."""
+PPO_PROTOCOL = ("env_step_budget", "value_max_grad_norm", "normalize_value_targets")
+"""The PPO options a cell's recorded protocol holds, which a rerun of it takes (with its iteration cap)."""
 MAX_SAVE_TO_CELL_S = 1800
 """A run directory belongs to a cell when its final policy was saved at most this long before the cell's date."""
 
@@ -108,14 +110,24 @@ def score(policy: Any, task: int, seed: int, placements: int, quiet: bool, max_s
             "placed": [int(e["placed"]) for e in res["episodes"]], "time_s": round(time.perf_counter() - t0, 1)}
 
 
+def benchmark_rates(policy: Any, task: int, seed: int, quiet: bool, source: str) -> dict[str, Any]:
+    """``policy``'s LIBERO success and placed on the benchmark states, as the table's cells evaluate them."""
+    from libero_tgrpo.config import PipelineConfig
+    from libero_tgrpo.stages import eval_config_kwargs, run_eval
+
+    cfg = PipelineConfig(task=task, seed=seed).replace(progress=not quiet)
+    t0 = time.perf_counter()
+    res = run_eval(policy, task, **eval_config_kwargs(cfg))
+    return {"success_rate": res["summary"]["success_rate"], "placed_rate": res["summary"]["placed_rate"],
+            "source": source, "eval_s": round(time.perf_counter() - t0, 1)}
+
+
 def run_unit(out_dir: Path, cell: dict[str, Any], sft_cell: dict[str, Any], roots: list[Path], placements: int,
              quiet: bool, max_steps: int | None = None) -> dict[str, Any]:
     """Score one RL cell's candidates, choose, and give the chosen policy's benchmark rates."""
     import torch
 
-    from libero_tgrpo.config import PipelineConfig
     from libero_tgrpo.policies import load_policy
-    from libero_tgrpo.stages import eval_config_kwargs, run_eval
 
     torch.set_num_threads(1)
     task, seed = int(cell["task"]), int(cell["seed"])
@@ -141,11 +153,7 @@ def run_unit(out_dir: Path, cell: dict[str, Any], sft_cell: dict[str, Any], root
         selected = {**final, "source": "the RL cell"}
     else:
         policy = load_policy(next(s["file"] for s in scored if s["label"] == chosen.label))[0]
-        cfg = PipelineConfig(task=task, seed=seed).replace(progress=not quiet)
-        t0 = time.perf_counter()
-        res = run_eval(policy, task, **eval_config_kwargs(cfg))
-        selected = {"success_rate": res["summary"]["success_rate"], "placed_rate": res["summary"]["placed_rate"],
-                    "source": f"benchmark evaluation of {chosen.label}", "eval_s": round(time.perf_counter() - t0, 1)}
+        selected = benchmark_rates(policy, task, seed, quiet, f"benchmark evaluation of {chosen.label}")
     from libero_tgrpo.versions import machine, now, versions
 
     return {"key": Cell.of(cell).key, "task": task, "method": cell["method"], "seed": seed,
@@ -154,17 +162,35 @@ def run_unit(out_dir: Path, cell: dict[str, Any], sft_cell: dict[str, Any], root
             "selected": selected, "versions": versions(), "machine": machine(), "date": now()}
 
 
+def rerun_overrides(cell: dict[str, Any], placements: int, quiet: bool) -> dict[str, Any]:
+    """The config changes of a cell's rerun: held-out selection, and for PPO what ``paper_table.ppo_overrides``
+    gave the cell, as the cell recorded it (``paper_table.protocol``).
+
+    Raises:
+        ValueError: for a PPO cell whose protocol does not record them.
+    """
+    overrides: dict[str, Any] = {"progress": not quiet, "select": "heldout", "select_placements": placements,
+                                 "select_points": POINTS}
+    if cell["method"] == "ppo":
+        proto = cell.get("protocol") or {}
+        missing = [k for k in (*PPO_PROTOCOL, "iterations") if proto.get(k) is None]
+        if missing:
+            raise ValueError(f"{Cell.of(cell).label}: its protocol records no {', '.join(missing)}, so it cannot "
+                             "be rerun at it")
+        overrides.update({f"ppo.{k}": proto[k] for k in PPO_PROTOCOL}, **{"rl.iterations": proto["iterations"]})
+    return overrides
+
+
 def rerun_unit(out_dir: Path, cell: dict[str, Any], sft_cell: dict[str, Any], roots: list[Path],
                placements: int, quiet: bool) -> dict[str, Any]:
     """Train a cell again with ``select='heldout'`` (for the runs without snapshots: PPO's), from the cell's own
-    SFT policy and at its protocol (PPO: the env-step budget it ran at); the run's final policy is compared with
-    the cell's by their weights, and evaluated on the benchmark states only when they differ."""
+    SFT policy and at its recorded protocol (PPO: the env-step budget, value-head treatment and iteration cap it
+    ran at); the run's final policy is compared with the cell's by their weights, and evaluated on the benchmark
+    states only when they differ."""
     import shutil
 
-    from benchmarks.paper_table import PPO_ITERATION_CAP_FACTOR, PPO_VALUE_MAX_GRAD_NORM, run_cell
-    from libero_tgrpo.config import PipelineConfig
+    from benchmarks.paper_table import run_cell
     from libero_tgrpo.policies import load_policy
-    from libero_tgrpo.stages import eval_config_kwargs, run_eval
 
     c = Cell.of(cell)
     try:
@@ -181,15 +207,7 @@ def rerun_unit(out_dir: Path, cell: dict[str, Any], sft_cell: dict[str, Any], ro
     rerun_root = out_dir / "rerun"
     (c.run_dir(rerun_root) / "sft").mkdir(parents=True, exist_ok=True)
     shutil.copy2(sft_file, c.run_dir(rerun_root) / "sft" / "policy.pt")
-    proto = cell.get("protocol") or {}
-    overrides: dict[str, Any] = {"progress": not quiet, "select": "heldout", "select_placements": placements,
-                                 "select_points": POINTS}
-    if c.method == "ppo":
-        overrides.update({"ppo.env_step_budget": int(proto["env_step_budget"]),
-                          "ppo.value_max_grad_norm": PPO_VALUE_MAX_GRAD_NORM, "ppo.normalize_value_targets": True,
-                          "rl.iterations": int(proto.get("iterations") or
-                                               PPO_ITERATION_CAP_FACTOR * PipelineConfig().rl.iterations)})
-    payload = run_cell(rerun_root, c, overrides)
+    payload = run_cell(rerun_root, c, rerun_overrides(cell, placements, quiet))
     run_dir = c.run_dir(rerun_root) / c.method
     record = json.loads((run_dir / "selection.json").read_text())
     same = original is not None and weights_digest(load_policy(run_dir / "policy.pt")[0]) == weights_digest(
@@ -197,10 +215,8 @@ def rerun_unit(out_dir: Path, cell: dict[str, Any], sft_cell: dict[str, Any], ro
     if same:
         final = {"success_rate": cell["success_rate"], "placed_rate": cell["placed_rate"], "source": "the RL cell"}
     else:
-        cfg = PipelineConfig(task=c.task, seed=c.seed).replace(progress=not quiet)
-        res = run_eval(load_policy(run_dir / "policy.pt")[0], c.task, **eval_config_kwargs(cfg))
-        final = {"success_rate": res["summary"]["success_rate"], "placed_rate": res["summary"]["placed_rate"],
-                 "source": "benchmark evaluation of the rerun's final policy"}
+        final = benchmark_rates(load_policy(run_dir / "policy.pt")[0], c.task, c.seed, quiet,
+                                "benchmark evaluation of the rerun's final policy")
     return {"key": c.key, "task": c.task, "method": c.method, "seed": c.seed, "regime": c.regime,
             "run_dir": str(run_dir), "rerun": True, "final_reproduced": same, "placements": placements,
             "candidates": record["candidates"], "chosen": record["chosen"]["label"], "final": final,

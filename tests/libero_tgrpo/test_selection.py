@@ -173,3 +173,25 @@ def test_the_summary_replaces_only_the_scored_cells_and_judges_the_goals_both_wa
     assert unit["candidates"][0]["file"] == "runs/task2_seed0_paper/tgrpo/init_policy.pt"
     assert "| task2_tgrpo_seed0_paper | 100, 80 | start | 70 / 70 | 90 / 90 |" in (
         tmp_path / "res" / "heldout_selection.md").read_text()
+
+
+def test_a_ppo_rerun_takes_the_protocol_its_cell_recorded(tmp_path):
+    from benchmarks import heldout_select as hs
+    from benchmarks.paper_table import Cell, ppo_overrides
+    from libero_tgrpo.files import write_json
+
+    proto = {"lr": 3e-5, "kl_beta": 0.04, "iterations": 120, "env_step_budget": 27168, "value_max_grad_norm": 1.0,
+             "normalize_value_targets": True}
+    cell = {"task": 10, "method": "ppo", "seed": 0, "regime": "weak", "protocol": proto}
+    got = hs.rerun_overrides(cell, placements=30, quiet=True)
+    assert got == {"progress": False, "select": "heldout", "select_placements": 30, "select_points": 3,
+                   "ppo.env_step_budget": 27168, "ppo.value_max_grad_norm": 1.0,
+                   "ppo.normalize_value_targets": True, "rl.iterations": 120}
+    # the same PPO options the table gives a PPO cell from its TGRPO cell's env steps (30 TGRPO iterations)
+    write_json(Cell(10, "tgrpo", 0).path(tmp_path), {"train": {"env_steps": 27168}})
+    table = ppo_overrides(tmp_path, Cell(10, "ppo", 0), 30)
+    assert {k: got[k] for k in table} == table
+    with pytest.raises(ValueError, match="Task10 ppo seed 0: its protocol records no env_step_budget"):
+        hs.rerun_overrides({**cell, "protocol": {**proto, "env_step_budget": None}}, placements=30, quiet=True)
+    assert hs.rerun_overrides({**cell, "method": "tgrpo"}, 30, True) == {
+        "progress": False, "select": "heldout", "select_placements": 30, "select_points": 3}
