@@ -186,7 +186,7 @@ def rerun_unit(out_dir: Path, cell: dict[str, Any], sft_cell: dict[str, Any], ro
     """Train a cell again with ``select='heldout'`` (for the runs without snapshots: PPO's), from the cell's own
     SFT policy and at its recorded protocol (PPO: the env-step budget, value-head treatment and iteration cap it
     ran at); the run's final policy is compared with the cell's by their weights, and evaluated on the benchmark
-    states only when they differ."""
+    states only when they differ or the cell's run directory is gone (``final_reproduced`` is then None)."""
     import shutil
 
     from benchmarks.paper_table import run_cell
@@ -210,7 +210,8 @@ def rerun_unit(out_dir: Path, cell: dict[str, Any], sft_cell: dict[str, Any], ro
     payload = run_cell(rerun_root, c, rerun_overrides(cell, placements, quiet))
     run_dir = c.run_dir(rerun_root) / c.method
     record = json.loads((run_dir / "selection.json").read_text())
-    same = original is not None and weights_digest(load_policy(run_dir / "policy.pt")[0]) == weights_digest(
+    # None: the cell's run directory is gone, so whether the rerun repeated it is not known from the weights
+    same = None if original is None else weights_digest(load_policy(run_dir / "policy.pt")[0]) == weights_digest(
         load_policy(original / "policy.pt")[0])
     if same:
         final = {"success_rate": cell["success_rate"], "placed_rate": cell["placed_rate"], "source": "the RL cell"}

@@ -170,7 +170,7 @@ class HeldoutSelector:
             raise ValueError(f"points={points!r} is not accepted: give an int >= 1.")
         self.task, self.spec, self.placements, self.points = task, spec, placements, points
         self.out_dir = Path(out_dir)
-        self.obs_mode, self.max_steps, self.seed = obs_mode, max_steps, seed
+        self.max_steps, self.seed = max_steps, seed
         self._env_args = dict(obs_mode=obs_mode, max_steps=max_steps, num_envs=num_envs, env_backend=env_backend,
                               env_kwargs=env_kwargs)
         self.say = say
@@ -209,8 +209,8 @@ class HeldoutSelector:
             return {}
         if self._envs is None:
             self._envs = heldout_envs(self.task, self.placements, **self._env_args)
-        res = score_heldout(policy, self.task, self.placements, obs_mode=self.obs_mode, max_steps=self.max_steps,
-                            seed=self.seed, envs=self._envs)
+        res = score_heldout(policy, self.task, self.placements, max_steps=self.max_steps, seed=self.seed,
+                            envs=self._envs)
         s = res["summary"]
         name = label or ("start" if iteration == 0 else f"iter_{iteration:04d}")
         cand = Candidate(name, int(iteration), float(s["placed_rate"]), float(s["success_rate"]))
