@@ -33,6 +33,9 @@ def test_unknown_task_id():
         ({"image_size": (64,)}, "image_size"),
         ({"warmup_steps": -1}, "warmup_steps=-1"),
         ({"action_out_of_range": "wrap"}, "action_out_of_range='wrap'"),
+        ({"robot_init_noise": -0.01}, "robot_init_noise=-0.01"),
+        ({"robot_init_noise": True}, "robot_init_noise=True"),
+        ({"robot_init_noise": "0.02"}, "robot_init_noise='0.02'"),
     ],
 )
 def test_bad_constructor_arguments(kwargs, match):

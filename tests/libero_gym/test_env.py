@@ -119,6 +119,49 @@ def test_placement_seed_option_fixes_the_scene(env):
     np.testing.assert_array_equal(o1["state"], o2["state"])
 
 
+def _arm_offsets(env):
+    inner = env.unwrapped
+    return inner._data.qpos[inner._robot._ref_joint_pos_indexes] - np.asarray(inner._robot.init_qpos)
+
+
+def test_robot_init_noise_spreads_the_arm_start_like_the_benchmark_states(env):
+    """Drawn placements start the arm at one pose; the benchmark states and ``robot_init_noise`` spread it (measured
+    after the warm-up, as a policy sees it), and the noise leaves the objects of a placement where they were."""
+    from libero_gym.env import BENCHMARK_ROBOT_INIT_NOISE
+
+    seeds = range(8_000_000, 8_000_012)
+    fixed = []
+    for s in seeds:
+        _, info = env.reset(options={"placement_seed": s})
+        fixed.append((_arm_offsets(env), info["target_pos"], info["basket_pos"]))
+    bench = []
+    for k in range(12):
+        env.reset(options={"init_state": k})
+        bench.append(_arm_offsets(env))
+    noisy_env = gym.make("LiberoObject-Task4-v0", robot_init_noise=BENCHMARK_ROBOT_INIT_NOISE)
+    try:
+        noisy = []
+        for s, (_, target, basket) in zip(seeds, fixed):
+            _, info = noisy_env.reset(options={"placement_seed": s})
+            noisy.append(_arm_offsets(noisy_env))
+            np.testing.assert_allclose(info["target_pos"], target, atol=1e-3)
+            np.testing.assert_allclose(info["basket_pos"], basket, atol=1e-3)
+        o1, _ = noisy_env.reset(options={"placement_seed": seeds[0]})
+        o2, _ = noisy_env.reset(options={"placement_seed": seeds[0]})
+        np.testing.assert_array_equal(o1["state"], o2["state"])
+        # the benchmark states are restored whole: the option does not touch them
+        b_noisy, _ = noisy_env.reset(options={"init_state": 3})
+        b_fixed, _ = env.reset(options={"init_state": 3})
+        np.testing.assert_array_equal(b_noisy["state"], b_fixed["state"])
+    finally:
+        noisy_env.close()
+    spread = {name: float(np.std(np.asarray(rows)[:, :4])) for name, rows in
+              (("fixed", [f[0] for f in fixed]), ("bench", bench), ("noisy", noisy))}
+    assert spread["fixed"] < 1e-4, spread
+    assert spread["bench"] > 0.008 and spread["noisy"] > 0.008, spread
+    assert 0.5 < spread["noisy"] / spread["bench"] < 2.0, spread
+
+
 def test_global_numpy_rng_is_left_alone(env):
     np.random.seed(5)
     expected = np.random.rand()
