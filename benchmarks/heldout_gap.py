@@ -3,7 +3,7 @@
 Settings and selected policies are chosen on held-out training placements (``libero_tgrpo.selection``), never on
 the 50 benchmark states. That is only sound if a policy scores about the same on both. A drawn placement starts
 the arm at robosuite's fixed pose, while LIBERO's benchmark states start it with about 0.02 rad of Gaussian noise
-per joint (``libero_gym.env.BENCHMARK_ROBOT_INIT_NOISE``). This scores each given policy greedily, with the
+per joint (``libero_gym.arm_start.BENCHMARK_ROBOT_INIT_NOISE``). This scores each given policy greedily, with the
 evaluation protocol (280 steps, release check), on three scene sets: the benchmark states, the held-out placements
 as drawn today, and the same placements with the benchmark's arm noise (``robot_init_noise``)::
 
@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from libero_gym.env import BENCHMARK_ROBOT_INIT_NOISE
+from libero_gym.arm_start import BENCHMARK_ROBOT_INIT_NOISE
 from libero_tgrpo.files import write_json, write_text
 from libero_tgrpo.selection import HELDOUT_PLACEMENT_OFFSET, heldout_placements
 from libero_tgrpo.versions import machine, now, versions

@@ -20,6 +20,7 @@ import logging  # noqa: E402
 
 from gymnasium.envs.registration import register, registry  # noqa: E402
 
+from libero_gym.arm_start import BENCHMARK_ROBOT_INIT_NOISE  # noqa: E402
 from libero_gym.env import OBS_MODES, STATE_DIM, STATE_LAYOUT, WARMUP_ACTION, LiberoObjectEnv  # noqa: E402
 from libero_gym.placement import TERMINATION_KEYS, PlacementConfig  # noqa: E402
 from libero_gym.ray_vector import RayVectorEnv  # noqa: E402  (imports Ray only when one is created)
@@ -27,6 +28,7 @@ from libero_gym.tasks import NUM_INIT_STATES, TASKS, ObjectTask, get_task  # noq
 from libero_gym.vector import LiberoAsyncVectorEnv, WorkerError, make_vec  # noqa: E402
 
 __all__ = [
+    "BENCHMARK_ROBOT_INIT_NOISE",
     "LiberoObjectEnv",
     "LiberoAsyncVectorEnv",
     "PlacementConfig",

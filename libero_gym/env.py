@@ -14,10 +14,11 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from libero_gym.arm_start import apply_arm_start_noise, check_robot_init_noise
 from libero_gym.placement import TERMINATION_KEYS, PlacementConfig, basket_motion, is_disturbed
 from libero_gym.tasks import NUM_INIT_STATES, ObjectTask, get_task
 
-__all__ = ["BENCHMARK_ROBOT_INIT_NOISE", "LiberoObjectEnv", "OBS_MODES", "STATE_LAYOUT", "STATE_DIM", "WARMUP_ACTION"]
+__all__ = ["LiberoObjectEnv", "OBS_MODES", "STATE_LAYOUT", "STATE_DIM", "WARMUP_ACTION"]
 
 logger = logging.getLogger(__name__)
 
@@ -50,15 +51,6 @@ OUT_OF_RANGE_MODES = ("clip", "raise")
 
 RELEASE_ACTION = WARMUP_ACTION
 """Action of the release check: hold the arm still and open the gripper."""
-
-BENCHMARK_ROBOT_INIT_NOISE = 0.02
-"""Spread (rad) of the arm's start joints in LIBERO-Object's benchmark states: their offsets from robosuite's
-start pose have a standard deviation of 0.016-0.023 per joint over the 50 states (0.019 pooled on Task2, 0.020 on
-Task10), robosuite's default Gaussian noise of 0.02. LIBERO's ``ControlEnv`` (which draws training placements)
-turns that noise off."""
-
-ARM_NOISE_STREAM = 0x41524D
-"""Second word of the seed of the arm-noise draws, so that they never share a stream with the objects' draws."""
 
 
 def _parse_size(image_size: int | tuple[int, int]) -> tuple[int, int]:
@@ -154,10 +146,7 @@ class LiberoObjectEnv(gym.Env):
     distribution. ``reset(options={"init_state": k})`` restores LIBERO's fixed benchmark state ``k``
     (0-49), the evaluation set; ``reset(options={"placement_seed": s})`` draws the placement from seed
     ``s``, so sub-envs of a vector env reset with the same options share one placement. Each reset is
-    followed by ``warmup_steps`` steps of :data:`WARMUP_ACTION` while the objects settle. A drawn placement
-    starts the arm at robosuite's fixed joint pose; LIBERO's benchmark states start it with Gaussian noise of
-    about 0.02 rad on every arm joint (:data:`BENCHMARK_ROBOT_INIT_NOISE`). ``robot_init_noise`` adds such
-    noise to drawn placements (from the placement's seed, the objects unchanged); it is 0 by default.
+    followed by ``warmup_steps`` steps of :data:`WARMUP_ACTION` while the objects settle.
 
     **Success conditions.** ``info["is_success"]`` is LIBERO's own predicate, unchanged (the target's
     centre inside the basket's containment region), so that results compare with published LIBERO
@@ -192,10 +181,7 @@ class LiberoObjectEnv(gym.Env):
             :class:`~libero_gym.placement.PlacementConfig`).
         release_check: Run the release check at the step that ends an episode (terminated, not truncated)
             and report its outcome in ``info["placed_after_release"]``.
-        robot_init_noise: Standard deviation (rad) of the Gaussian noise added to each arm joint's start
-            position on a reset that draws a placement (not on ``init_state`` resets, which restore the whole
-            benchmark state). 0 (default): the fixed pose. :data:`BENCHMARK_ROBOT_INIT_NOISE` matches the
-            benchmark states.
+        robot_init_noise: Noise (rad) on a drawn placement's arm start, 0 by default (:mod:`libero_gym.arm_start`).
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 20}
@@ -239,11 +225,7 @@ class LiberoObjectEnv(gym.Env):
             )
         if not isinstance(release_check, (bool, np.bool_)):
             raise ValueError(f"release_check={release_check!r} is not accepted: give True or False.")
-        if (isinstance(robot_init_noise, (bool, np.bool_)) or not isinstance(robot_init_noise, (int, float, np.number))
-                or not 0.0 <= float(robot_init_noise) < 0.5):
-            raise ValueError(f"robot_init_noise={robot_init_noise!r} is not accepted: give a standard deviation in "
-                             f"radians, a float in [0, 0.5) (the benchmark states: {BENCHMARK_ROBOT_INIT_NOISE}).")
-        self.robot_init_noise = float(robot_init_noise)
+        self.robot_init_noise = check_robot_init_noise(robot_init_noise)
         self.terminate_on = terminate_on
         self.placement = placement or PlacementConfig()
         self.release_check = bool(release_check)
@@ -449,7 +431,7 @@ class LiberoObjectEnv(gym.Env):
         if init_state is not None:
             self._libero.set_init_state(self.init_states[int(init_state)])
         elif self.robot_init_noise > 0:
-            self._perturb_arm(int(placement_seed))
+            apply_arm_start_noise(self._robot, self._sim_env.sim, placement_seed, self.robot_init_noise)
         for _ in range(self.warmup_steps):
             self._control_step(WARMUP_ACTION)
         self._target_start_z = float(self._data.xpos[self._target_bid][2])
@@ -486,16 +468,6 @@ class LiberoObjectEnv(gym.Env):
         observation = self._observation()
         info["placed_after_release"] = terminated and self.release_check and self._release_check()
         return observation, float(success), terminated, truncated, info
-
-    def _perturb_arm(self, placement_seed: int) -> None:
-        """Add ``robot_init_noise`` to the arm's start joints, drawn from the placement's seed apart from the
-        objects' draws, and bring the simulator up to date, as a benchmark state is restored."""
-        rng = np.random.default_rng([placement_seed % (2**32), ARM_NOISE_STREAM])
-        joints = np.asarray(self._robot._ref_joint_pos_indexes)
-        start = np.asarray(self._robot.init_qpos, dtype=float)
-        self._data.qpos[joints] = start + rng.normal(0.0, self.robot_init_noise, size=start.shape)
-        self._data.qvel[np.asarray(self._robot._ref_joint_vel_indexes)] = 0.0
-        self._sim_env.sim.forward()
 
     def _release_check(self) -> bool:
         """Open the gripper, hold the arm still for ``placement.release_steps`` steps: is the object placed?"""

@@ -29,8 +29,8 @@ MAX_MODULE_LINES = 450
 it came in); a longer one is split by concern."""
 
 LONG_MODULES = {
-    "libero_gym/env.py": (629, "LiberoObjectEnv and the simulator helpers only it uses (model build, contacts, "
-                               "success facts, rendering)"),
+    "libero_gym/env.py": (635, "LiberoObjectEnv and the simulator helpers only it uses (model build, contacts, "
+                               "success facts, rendering; the arm-start noise is in arm_start.py)"),
     "libero_gym/vector.py": (708, "LiberoAsyncVectorEnv, its worker loop and the failure handling between them "
                                   "(a dead, hung or stopped worker; workers watching their parent)"),
     "tgrpo/policies/hf.py": (663, "HFVLAPolicy: encoding, sampling with and without the KV cache, log-probs, "

@@ -127,7 +127,7 @@ def _arm_offsets(env):
 def test_robot_init_noise_spreads_the_arm_start_like_the_benchmark_states(env):
     """Drawn placements start the arm at one pose; the benchmark states and ``robot_init_noise`` spread it (measured
     after the warm-up, as a policy sees it), and the noise leaves the objects of a placement where they were."""
-    from libero_gym.env import BENCHMARK_ROBOT_INIT_NOISE
+    from libero_gym.arm_start import BENCHMARK_ROBOT_INIT_NOISE
 
     seeds = range(8_000_000, 8_000_012)
     fixed = []
