@@ -59,7 +59,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks._common import SFTSetting, parse_ints, run_in_order
-from libero_tgrpo.config import METHOD_LABELS
+from libero_tgrpo.config import HELDOUT_ALPHAS, METHOD_LABELS
 from libero_tgrpo.files import write_json, write_text
 from libero_tgrpo.paper import PAPER_PPO_AVERAGE, PAPER_TABLE1
 from tgrpo.tokenizer import ACTION_DIM
@@ -625,8 +625,7 @@ def _name(c: dict[str, Any]) -> str:
 
 
 def _csv(t: Table) -> str:
-    f = io.StringIO()
-    w = csv.writer(f)
+    w = csv.writer(f := io.StringIO())
     w.writerow(["regime", "metric", "task", "method", "n_seeds", "seeds", "mean", "std", "min", "max", "values",
                 "paper"])
     for r in t.regimes:
@@ -679,8 +678,9 @@ def _section_ours(t: Table) -> list[str]:
         "the paper) and *placed* (LIBERO success, then the object released in an undisturbed basket). Mean ± standard "
         "deviation over seeds (number of seeds in brackets). Every RL run of a (task, seed, regime) starts from that "
         "seed's SFT policy of the regime. "
-        "TGRPO uses the paper's α ratio, normalised to α1 + α2 = 1 (Tasks 4, 5, 6, 9, 10 sum to 1), but (0.2, "
-        "0.8) on Task2, chosen on held-out placements (`docs/pipeline.md`); step-only is (1, 0) and "
+        "TGRPO uses the paper's α ratio, normalised to α1 + α2 = 1 (Tasks 4, 5, 6, 9, 10 sum to 1), but " + "; ".join(
+            f"{p} on Tasks {', '.join(str(t) for t, q in HELDOUT_ALPHAS.items() if q == p)}" for p in dict.fromkeys(
+                HELDOUT_ALPHAS.values())) + ", chosen on held-out placements (`docs/pipeline.md`); step-only is (1, 0) and "
         "trajectory-only (0, 1) (zeroed before normalising), all with the same β, learning rate and schedule. "
         "Paper: OpenVLA-7B, best of several runs (SPEC §4).",
         "",
