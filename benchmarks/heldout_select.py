@@ -97,14 +97,15 @@ def candidate_files(run_dir: Path, iterations: int, points: int = POINTS) -> lis
     return out
 
 
-def score(policy: Any, task: int, seed: int, placements: int, quiet: bool, max_steps: int | None = None
-          ) -> dict[str, Any]:
+def score(policy: Any, task: int, seed: int, placements: int, quiet: bool, max_steps: int | None = None,
+          env_kwargs: dict[str, Any] | None = None) -> dict[str, Any]:
     """The held-out score of one candidate, as a run with ``select='heldout'`` computes it (``max_steps``: the
-    evaluation's step cap, None for the pipeline's default)."""
+    evaluation's step cap, None for the pipeline's default; ``env_kwargs``: passed to the envs)."""
     from libero_tgrpo.selection import score_heldout
 
     t0 = time.perf_counter()
-    res = score_heldout(policy, task, placements, max_steps=max_steps, num_envs=2, seed=seed, progress=not quiet)
+    res = score_heldout(policy, task, placements, max_steps=max_steps, num_envs=2, seed=seed, progress=not quiet,
+                        env_kwargs=env_kwargs)
     s = res["summary"]
     return {"placed_rate": s["placed_rate"], "success_rate": s["success_rate"], "env_steps": res["env_steps"],
             "placed": [int(e["placed"]) for e in res["episodes"]], "time_s": round(time.perf_counter() - t0, 1)}
