@@ -82,7 +82,7 @@ from libero_gym import TERMINATION_KEYS
 from libero_gym.experts import LIFT_RULES
 from libero_tgrpo.files import write_json, write_text
 from libero_tgrpo.paper import paper_alphas
-from libero_tgrpo.selection import HELDOUT_PLACEMENT_OFFSET, score_heldout
+from libero_tgrpo.selection import HELDOUT_PLACEMENT_OFFSET, HELDOUT_ROBOT_INIT_NOISE, score_heldout
 
 DEFAULT_OUT = "outputs/tuning_sweep"
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -456,8 +456,8 @@ def summarize(out_dir: Path, results_dir: Path = RESULTS, sft_target: float = SF
     lines = [
         "# Held-out tuning sweep: settings scored on training placements",
         "",
-        f"Greedy success on {n_place} held-out training placements (placement seeds {HELDOUT_PLACEMENT_OFFSET} + j; "
-        "never the 50 benchmark states), mean ± std over seeds.",
+        f"Greedy success on {n_place} held-out training placements (placement seeds {HELDOUT_PLACEMENT_OFFSET} + j, the "
+        f"arm's start noise {HELDOUT_ROBOT_INIT_NOISE:g} rad; never the 50 benchmark states), mean ± std over seeds.",
     ]
     if rows:
         lines += [

@@ -9,6 +9,7 @@ from libero_tgrpo.config import EvalConfig, PipelineConfig
 from libero_tgrpo.policies import build_policy, load_policy
 from libero_tgrpo.selection import (
     HELDOUT_PLACEMENT_OFFSET,
+    HELDOUT_ROBOT_INIT_NOISE,
     SELECTED_POLICY_FILE,
     SELECTION_FILE,
     Candidate,
@@ -88,6 +89,7 @@ def test_a_run_with_heldout_selection_scores_its_candidates_and_keeps_the_best(t
     assert [c["label"] for c in record["candidates"]] == ["start", "iter_0001", "iter_0002", "iter_0003"]
     assert record["chosen"]["label"] == "start" and result.selection["chosen"]["label"] == "start"
     assert record["placements"] == 2 and record["placement_seeds"][0] == HELDOUT_PLACEMENT_OFFSET
+    assert record["robot_init_noise"] == HELDOUT_ROBOT_INIT_NOISE
     # the run's policy is the chosen one; policy.pt stays the final iterate, selected_policy.pt the chosen
     final, _, _ = load_policy(tmp_path / "policy.pt")
     assert _same(result.policy.state_dict(), start)
@@ -105,6 +107,19 @@ def test_ppo_at_an_env_step_budget_scores_its_last_iteration_as_the_final_candid
     assert len(rows) == 2 and rows[-1]["charts/env_steps"] == 16
     record = json.loads((tmp_path / SELECTION_FILE).read_text())
     assert [c["label"] for c in record["candidates"]] == ["start", "iter_0001", "iter_0002"]
+
+
+def test_heldout_placements_start_the_arm_like_the_benchmark_states_unless_told_otherwise():
+    from libero_gym import BENCHMARK_ROBOT_INIT_NOISE
+    from libero_tgrpo.selection import heldout_envs
+
+    assert HELDOUT_ROBOT_INIT_NOISE == BENCHMARK_ROBOT_INIT_NOISE > 0
+    for kwargs, expected in (({}, HELDOUT_ROBOT_INIT_NOISE), ({"robot_init_noise": 0.0}, 0.0)):
+        envs = heldout_envs(4, 2, env_kwargs=kwargs)
+        try:
+            assert list(envs.unwrapped.get_attr("robot_init_noise")) == [expected, expected]
+        finally:
+            envs.close()
 
 
 def test_a_selector_goes_on_from_the_selection_file_of_a_resumed_run(tmp_path):
@@ -145,6 +160,17 @@ def test_heldout_select_scores_a_finished_run_like_the_run_itself(tmp_path):
     assert [(c["placed_rate"], c["success_rate"]) for c in unit["candidates"]] == [
         (c["placed_rate"], c["success_rate"]) for c in in_training]
     assert unit["chosen"] == "start" and unit["selected"]["placed_rate"] == 0.2  # the SFT cell's
+
+    # scored again with another arm-start noise: the same candidate files, the earlier choice kept beside the new
+    from benchmarks.heldout_rescore import candidate_file, rescore
+
+    again = rescore(unit, sft_cell, [], 0.0, tmp_path / "rescore", quiet=True)
+    assert [(c["label"], c["file"]) for c in again["candidates"]] == [
+        (c["label"], c["file"]) for c in unit["candidates"]]
+    assert again["robot_init_noise"] == 0.0 and again["before"]["chosen"] == "start"
+    assert again["chosen"] == "start" and again["selected"]["source"] == "the SFT cell"
+    with pytest.raises(FileNotFoundError, match="a run without snapshots"):
+        candidate_file(out, "iter_0007")
 
 
 def test_the_summary_replaces_only_the_scored_cells_and_judges_the_goals_both_ways(tmp_path):
