@@ -35,7 +35,7 @@ from typing import Any
 from benchmarks._common import parse_ints, run_in_order
 from benchmarks.paper_table import METHOD_ORDER, REGIMES, Cell, goals, weights_digest
 from libero_tgrpo.files import write_json, write_text
-from libero_tgrpo.selection import Candidate, choose, selection_iterations
+from libero_tgrpo.selection import HELDOUT_ROBOT_INIT_NOISE, Candidate, choose, selection_iterations
 
 DEFAULT_OUT = "outputs/heldout_select"
 RESULTS = Path(__file__).resolve().parent / "results" / "heldout_selection"
@@ -137,7 +137,8 @@ def run_unit(out_dir: Path, cell: dict[str, Any], sft_cell: dict[str, Any], root
     scored: list[dict[str, Any]] = []
     for label, iteration, path in candidate_files(run_dir, iterations):
         policy = load_policy(path)[0]
-        cache = out_dir / "starts" / f"{weights_digest(policy)}_p{placements}_s{max_steps or 'default'}.json"
+        cache = out_dir / "starts" / (f"{weights_digest(policy)}_p{placements}_s{max_steps or 'default'}"
+                                      f"_noise{HELDOUT_ROBOT_INIT_NOISE:g}.json")
         if label == "start" and cache.is_file():
             s = json.loads(cache.read_text())
         else:
