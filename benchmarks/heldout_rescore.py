@@ -80,7 +80,8 @@ def rescore(unit: dict[str, Any], sft_cell: dict[str, Any], roots: list[Path], n
     else:
         selected = benchmark_rates(load_policy(candidate_file(run_dir, chosen.label))[0], task, seed, quiet,
                                    f"benchmark evaluation of {chosen.label}")
-    return {**{k: unit[k] for k in ("key", "task", "method", "seed", "regime", "run_dir", "final")},
+    return {**{k: unit[k] for k in ("key", "task", "method", "seed", "regime", "run_dir", "final", "rerun",
+                                    "final_reproduced") if k in unit},
             "placements": n, "robot_init_noise": noise, "candidates": scored, "chosen": chosen.label,
             "selected": selected, "before": {"chosen": unit["chosen"], "selected": unit["selected"],
                                              "candidates": unit["candidates"]},
