@@ -26,7 +26,7 @@ import numpy as np
 
 from libero_gym.arm_start import BENCHMARK_ROBOT_INIT_NOISE
 from libero_tgrpo.files import write_json, write_text
-from libero_tgrpo.selection import HELDOUT_PLACEMENT_OFFSET, heldout_placements
+from libero_tgrpo.selection import HELDOUT_PLACEMENT_OFFSET
 from libero_tgrpo.versions import machine, now, versions
 
 RESULTS = Path(__file__).resolve().parent / "results" / "heldout_gap"
@@ -56,17 +56,20 @@ def score(policy: Any, task: int, placements: int) -> dict[str, dict[str, Any]]:
     """Greedy LIBERO success and placed of ``policy`` on each of :data:`SETS`."""
     from libero_tgrpo.envs import make_eval_envs
     from libero_tgrpo.evaluation import evaluate_benchmark
+    from libero_tgrpo.selection import score_heldout
 
     out: dict[str, dict[str, Any]] = {}
     for name in SETS:
-        noise = BENCHMARK_ROBOT_INIT_NOISE if name == "heldout_noise" else 0.0
-        envs = make_eval_envs(task, 2, robot_init_noise=noise)
-        try:
-            t0 = time.perf_counter()
-            seeds = None if name == "benchmark" else heldout_placements(placements)
-            res = evaluate_benchmark(envs, policy, placement_seeds=seeds, progress=False)
-        finally:
-            envs.close()
+        t0 = time.perf_counter()
+        if name == "benchmark":
+            envs = make_eval_envs(task, 2)
+            try:
+                res = evaluate_benchmark(envs, policy, progress=False)
+            finally:
+                envs.close()
+        else:
+            noise = BENCHMARK_ROBOT_INIT_NOISE if name == "heldout_noise" else 0.0
+            res = score_heldout(policy, task, placements, env_kwargs={"robot_init_noise": noise})
         s = res["summary"]
         out[name] = {"success_rate": s["success_rate"], "placed_rate": s["placed_rate"],
                      "episodes": len(res["episodes"]), "seconds": round(time.perf_counter() - t0, 1)}

@@ -37,6 +37,7 @@ __all__ = [
     "Candidate",
     "HeldoutSelector",
     "choose",
+    "heldout_env_kwargs",
     "heldout_envs",
     "heldout_placements",
     "score_heldout",
@@ -49,8 +50,9 @@ HELDOUT_PLACEMENT_OFFSET = 8_000_000
 HELDOUT_ROBOT_INIT_NOISE = BENCHMARK_ROBOT_INIT_NOISE
 """Arm-start noise (rad) of the held-out placements: the benchmark states' (``libero_gym.arm_start``). Drawn placements
 start the arm at one pose; from it, 9 policies scored 14.9 placed points higher on 50 held-out placements than on the
-benchmark states on average (up to 40), and 2.7 lower with this noise (``benchmarks/results/heldout_gap/``). Selections and held-out studies made before it scored the fixed start
-(``env_kwargs={"robot_init_noise": 0}`` gives it back)."""
+benchmark states on average (up to 40), and 2.7 lower with this noise (``benchmarks/results/heldout_gap/``).
+Selections and held-out studies made before it scored the fixed start (``env_kwargs={"robot_init_noise": 0}`` gives
+it back)."""
 SELECTION_FILE = "selection.json"
 SELECTED_POLICY_FILE = "selected_policy.pt"
 
@@ -64,6 +66,12 @@ def selection_iterations(iterations: int, points: int) -> list[int]:
     """The iteration counts after which a run of ``iterations`` iterations scores a candidate (the start, 0,
     is not listed): ``ceil(j * iterations / points)`` for j = 1 .. points, without repeats (30, 3: 10, 20, 30)."""
     return sorted({math.ceil(j * iterations / points) for j in range(1, points + 1)})
+
+
+def heldout_env_kwargs(env_kwargs: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The env arguments of held-out placements: ``env_kwargs`` with ``robot_init_noise`` set to
+    :data:`HELDOUT_ROBOT_INIT_NOISE` unless it gives one."""
+    return {"robot_init_noise": HELDOUT_ROBOT_INIT_NOISE, **(env_kwargs or {})}
 
 
 def heldout_envs(
@@ -82,7 +90,7 @@ def heldout_envs(
 
     return make_eval_envs(task, min(num_envs, placements), obs_mode=obs_mode,
                           max_episode_steps=MAX_EPISODE_STEPS if max_steps is None else max_steps,
-                          **(env_backend or {}), **{"robot_init_noise": HELDOUT_ROBOT_INIT_NOISE, **(env_kwargs or {})})
+                          **(env_backend or {}), **heldout_env_kwargs(env_kwargs))
 
 
 def score_heldout(
@@ -246,7 +254,7 @@ class HeldoutSelector:
             "metric": "placed_rate, then success_rate; the earliest among equals",
             "placements": self.placements,
             "placement_seeds": [HELDOUT_PLACEMENT_OFFSET, HELDOUT_PLACEMENT_OFFSET + self.placements - 1],
-            "robot_init_noise": (self._env_args["env_kwargs"] or {}).get("robot_init_noise", HELDOUT_ROBOT_INIT_NOISE),
+            "robot_init_noise": heldout_env_kwargs(self._env_args["env_kwargs"])["robot_init_noise"],
             "points": self.points,
             "candidates": [asdict(c) for c in self.candidates],
             "chosen": None if best is None else asdict(best),
